@@ -1,0 +1,1 @@
+"""tips-keras (package init is owned by the core; keep empty while building)."""
