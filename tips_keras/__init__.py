@@ -1,1 +1,31 @@
-"""tips-keras (package init is owned by the core; keep empty while building)."""
+"""tips-keras: TIPS (Topologically Important Path Sampling) for anytime networks in Keras 3.
+
+The public API reads like tensorflow-model-optimization's: build or wrap a gated supernet, fit it
+with the TIPS callback, search configurations under FLOPs budgets, extract and export them.
+
+Example:
+    >>> import tips_keras as tips
+    >>> model = tips.zoo.anytime_resnet(input_shape=(28, 28, 1), num_classes=10)
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    >>> cb = tips.TIPSCallback(sampler="tips")
+    >>> model.fit(x, y, epochs=5, callbacks=[cb])  # doctest: +SKIP
+    >>> cb.importance, tips.flops(model, "smallest")  # doctest: +SKIP
+"""
+
+from tips_keras import configs
+from tips_keras import dtmc
+from tips_keras import sampling
+from tips_keras import zoo
+from tips_keras.callbacks import TIPSCallback
+from tips_keras.configs import ConfigSpace
+from tips_keras.configs import Configuration
+from tips_keras.analytic_flops import cost
+from tips_keras.analytic_flops import flops
+from tips_keras.layers import ExitHead
+from tips_keras.layers import ExitSelector
+from tips_keras.layers import PathGate
+from tips_keras.layers import SubnetController
+from tips_keras.model import AnytimeModel
+from tips_keras.topology import read_topology
+
+__version__ = "0.1.0"

@@ -1,0 +1,56 @@
+"""BatchNorm recalibration per configuration."""
+
+import keras
+import numpy as np
+import pytest
+
+import tips_keras as tips
+from tips_keras.batchnorm import batchnorm_layers, recalibrate_batchnorm, recalibrated
+from tests.conftest import tiny_supernet
+
+
+@pytest.fixture(scope="module")
+def trained(blobs):
+    keras.utils.set_random_seed(0)
+    model = tiny_supernet()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(blobs[0], blobs[1], batch_size=32, epochs=6, callbacks=[tips.TIPSCallback(sampler="sandwich", n_random=1)], verbose=0)
+    return model
+
+
+def test_statistics_equal_the_exact_average_of_batch_statistics(trained, blobs):
+    x = blobs[0][:64]
+    recalibrate_batchnorm(trained, "smallest", x, batch_size=32, max_batches=2)
+    stem = trained.get_layer("stem_bn")
+    features = keras.Model(trained.inputs, trained.get_layer("stem_conv").output)
+    means = [features(x[i : i + 32]).numpy().mean(axis=(0, 1, 2)) for i in (0, 32)]
+    np.testing.assert_allclose(stem.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-6)
+
+
+def test_only_layers_of_the_configuration_change(trained, blobs):
+    before = {bn.name: bn.moving_mean.numpy().copy() for bn in batchnorm_layers(trained)}
+    with recalibrated(trained, (0, [1, 0, 0, 0]), blobs[0][:64]):
+        after = {bn.name: bn.moving_mean.numpy() for bn in batchnorm_layers(trained)}
+    changed = {name for name in before if not np.array_equal(before[name], after[name])}
+    assert "stem_bn" in changed and "stage0_block0_branch_bn1" in changed and "exit0_bn" in changed
+    assert not changed & {"stage0_block1_branch_bn1", "exit1_bn", "stage1_transition_bn"}
+    # The context manager restored the shared statistics.
+    for bn in batchnorm_layers(trained):
+        np.testing.assert_array_equal(bn.moving_mean.numpy(), before[bn.name])
+
+
+def test_recalibration_helps_small_configurations(trained, blobs):
+    x, _, xv, yv = blobs
+    for config in ("largest", (1, [0, 0, 0, 0]), (0, [1, 0, 0, 0])):
+        trained.set_config(config)
+        plain_loss, plain_acc = trained.evaluate(xv, yv, verbose=0)
+        with recalibrated(trained, config, x):
+            loss, acc = trained.evaluate(xv, yv, verbose=0)
+        assert loss < plain_loss and acc >= plain_acc, (config, plain_loss, loss, plain_acc, acc)
+
+
+def test_bad_arguments(trained):
+    with pytest.raises(ValueError, match="`x`.*Received"):
+        recalibrate_batchnorm(trained, "largest", np.zeros((0, 12, 12, 1)))
+    with pytest.raises(ValueError, match="`max_batches`.*Received"):
+        recalibrate_batchnorm(trained, "largest", np.zeros((4, 12, 12, 1)), max_batches=0)

@@ -1,0 +1,102 @@
+"""TIPSCallback inside model.fit."""
+
+import keras
+import numpy as np
+import pytest
+
+import tips_keras as tips
+from tips_keras.batchnorm import recalibrated
+from tests.conftest import tiny_supernet
+
+
+@pytest.mark.parametrize("sampler", ["tips", "uniform", "sandwich", "stochastic_depth"])
+def test_fit_with_each_sampler_records_paths_and_logs_importance(sampler, supernet, blobs):
+    x, y, xv, yv = blobs
+    callback = tips.TIPSCallback(sampler=sampler, seed=1)
+    history = supernet.fit(x[:96], y[:96], batch_size=32, epochs=1, validation_data=(xv[:32], yv[:32]),
+                           callbacks=[callback], verbose=0)
+    names = supernet.config_space.gate_names
+    assert set(callback.importance) == set(names)
+    assert all(0.0 <= v <= 1.0 for v in callback.importance.values())
+    for name in names:
+        assert history.history[f"importance/{name}"] == [pytest.approx(callback.importance[name])]
+    expected_k = 4 if sampler == "sandwich" else 1
+    assert [len(r) for r in callback._records] == [expected_k] * 3
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(supernet.controller.importance), [callback.importance[n] for n in names], atol=1e-6
+    )
+    assert supernet.get_active_config() == supernet.config_space.largest()  # eval_config after fit
+
+
+def test_tips_importance_reaches_the_sampling_probabilities(supernet, blobs):
+    callback = tips.TIPSCallback(sampler="tips", p_min=0.1, p_max=0.9)
+    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=2, callbacks=[callback], verbose=0)
+    importance = np.array(list(callback.importance.values()))
+    np.testing.assert_allclose(callback.sampler.gate_probs, 0.1 + 0.8 * importance)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(supernet.controller.gate_probs), callback.sampler.gate_probs, atol=1e-6)
+    assert [h["sampled"] for h in callback.history] == [2, 2]
+
+
+def test_sampler_state_is_restored_from_the_weights(tmp_path, supernet, blobs):
+    first = tips.TIPSCallback(sampler="tips", p_min=0.0, p_max=1.0)
+    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[first], verbose=0)
+    path = tmp_path / "w.weights.h5"
+    supernet.save_weights(path)
+    fresh = tiny_supernet()
+    fresh.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    fresh.load_weights(path)
+    second = tips.TIPSCallback(sampler="tips", p_min=0.0, p_max=1.0)
+    second.set_model(fresh)
+    second.on_train_begin()
+    np.testing.assert_allclose(second.sampler.gate_probs, first.sampler.gate_probs, atol=1e-6)
+    assert second.importance == pytest.approx(first.importance)
+    # Same seed and state -> same paths for the same (epoch, batch).
+    np.testing.assert_array_equal(second.step_paths(3, 5), first.step_paths(3, 5))
+
+
+def test_trained_supernet_is_accurate_at_both_exits(blobs):
+    keras.utils.set_random_seed(0)
+    model = tiny_supernet()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y, xv, yv = blobs
+    model.fit(x, y, batch_size=32, epochs=6, callbacks=[tips.TIPSCallback(sampler="sandwich", n_random=1)], verbose=0)
+    for config, floor in (("largest", 0.9), ((0, [1, 1, 0, 0]), 0.5)):  # chance: 0.25
+        with recalibrated(model, config, x):
+            accuracy = model.evaluate(xv, yv, verbose=0)[1]
+        assert accuracy > floor, (config, accuracy)
+
+
+def test_nan_loss_stops_training_and_names_the_subnetwork(supernet, blobs):
+    x = blobs[0][:64].copy()
+    x[:] = np.nan
+    callback = tips.TIPSCallback(sampler="uniform")
+    with pytest.warns(RuntimeWarning, match="Sub-network"):
+        supernet.fit(x, blobs[1][:64], batch_size=32, epochs=3, callbacks=[callback], verbose=0)
+    assert len(callback._records) == 1 and callback.nan_config
+    assert set(callback.nan_config[0]) == {"exit", "gates"}
+
+
+def test_empty_epoch_is_refused(supernet):
+    callback = tips.TIPSCallback()
+    callback.set_model(supernet)
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    with pytest.raises(ValueError, match="empty epoch.*Received: 0"):
+        callback.on_epoch_end(0, {})
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (dict(sampler="greedy"), "`sampler`"),
+        (dict(coupling=-1.0), "`coupling`"),
+        (dict(score="max"), "`score`"),
+        (dict(distillation=2.0), "`distillation`"),
+        (dict(sampler="uniform", distillation=0.5), "`distillation`"),
+        (dict(sampler="tips", distillation=0.5), "`paths_per_step`"),
+    ],
+)
+def test_bad_callback_arguments(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment) as info:
+        tips.TIPSCallback(**kwargs)
+    assert "Received" in str(info.value)

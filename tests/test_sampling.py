@@ -1,0 +1,90 @@
+"""Samplers: distributions, reproducibility, errors."""
+
+import numpy as np
+import pytest
+
+from tips_keras import sampling
+from tips_keras.configs import ConfigSpace
+
+SPACE = ConfigSpace(tuple(f"g{i}" for i in range(6)), (0, 0, 1, 1, 2, 2), num_exits=3)
+
+
+def _many(sampler, n=4000, seed=0):
+    return np.concatenate([sampler.sample(np.random.default_rng([seed, i])) for i in range(n)])
+
+
+@pytest.mark.parametrize("name", sampling.SAMPLERS)
+def test_same_seed_same_paths(name):
+    a = sampling.get_sampler(name, SPACE).sample(np.random.default_rng([7, 1, 2]))
+    b = sampling.get_sampler(name, SPACE).sample(np.random.default_rng([7, 1, 2]))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_uniform_gates_half_on_and_exits_uniform():
+    draws = _many(sampling.get_sampler("uniform", SPACE))
+    exits = draws[:, -1].astype(int)
+    np.testing.assert_allclose(np.bincount(exits) / len(draws), [1 / 3] * 3, atol=0.03)
+    # Gate 0 matters for every exit: on half the time.
+    assert abs(draws[:, 0].mean() - 0.5) < 0.03
+    # Gates after the exit are canonicalised to 0.
+    assert np.all(draws[exits == 0][:, 2:6] == 0)
+
+
+def test_sandwich_largest_smallest_then_random():
+    sampler = sampling.get_sampler("sandwich", SPACE, n_random=3)
+    paths = sampler.sample(np.random.default_rng(0))
+    assert paths.shape == (5, 7)
+    np.testing.assert_array_equal(paths[0], SPACE.largest().to_vector())
+    np.testing.assert_array_equal(paths[1], SPACE.smallest().to_vector())
+    assert sampling.get_sampler("sandwich", SPACE, paths_per_step=4).paths_per_step == 4
+
+
+def test_stochastic_depth_survival_decays_linearly():
+    sampler = sampling.get_sampler("stochastic_depth", SPACE, final_survival=0.5)
+    np.testing.assert_allclose(sampler.gate_probs, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
+    draws = _many(sampler)
+    last = draws[draws[:, -1] == 2]
+    assert abs(last[:, 5].mean() - 0.5) < 0.05 and last[:, 0].mean() == 1.0
+
+
+def test_tips_maps_importance_to_probabilities():
+    sampler = sampling.get_sampler("tips", SPACE, p_min=0.1, p_max=0.9)
+    np.testing.assert_allclose(sampler.gate_probs, 0.5)
+    sampler.update(np.array([1.0, 0.5, 0.0, 0.25, 1.0, 0.0]))
+    np.testing.assert_allclose(sampler.gate_probs, [0.9, 0.5, 0.1, 0.3, 0.9, 0.1])
+    draws = _many(sampler)
+    assert abs(draws[:, 0].mean() - 0.9) < 0.03
+    smooth = sampling.get_sampler("tips", SPACE, p_min=0.0, p_max=1.0, smoothing=0.5)
+    smooth.update(np.ones(6))
+    np.testing.assert_allclose(smooth.gate_probs, 0.75)
+
+
+def test_tips_include_largest():
+    sampler = sampling.get_sampler("tips", SPACE, paths_per_step=3, include_largest=True)
+    paths = sampler.sample(np.random.default_rng(0))
+    np.testing.assert_array_equal(paths[0], SPACE.largest().to_vector())
+    assert paths.shape == (3, 7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (dict(name="random"), "sampler"),
+        (dict(name="tips", p_min=0.9, p_max=0.1), "p_min <= p_max"),
+        (dict(name="tips", p_min=1.5), "p_min"),
+        (dict(name="uniform", paths_per_step=0), "paths_per_step"),
+        (dict(name="sandwich", paths_per_step=1), "paths_per_step"),
+        (dict(name="stochastic_depth", final_survival=2.0), "final_survival"),
+        (dict(name="uniform", bogus=1), "Invalid options"),
+    ],
+)
+def test_bad_sampler_arguments(kwargs, fragment):
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError, match=fragment) as info:
+        sampling.get_sampler(name, SPACE, **kwargs)
+    assert "Received" in str(info.value)
+
+
+def test_tips_update_refuses_nan():
+    with pytest.raises(ValueError, match="finite"):
+        sampling.get_sampler("tips", SPACE).update(np.full(6, np.nan))

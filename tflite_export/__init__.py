@@ -1,0 +1,46 @@
+"""Deployment of plain Keras sub-networks as TFLite / TFLM artefacts.
+
+```python
+from tflite_export import export_tflite, load_manifest
+report = export_tflite(model, "out/b050", quantization="int8",
+                       representative_data=x_train[:500],
+                       validation_data=(x_test, y_test), labels=class_names,
+                       metadata={"config": {...}, "flops": 123})
+print(report.table())
+```
+
+TensorFlow / Keras are imported lazily (on the first conversion).
+"""
+
+from tflite_export.android import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SIGNATURE_KEY,
+    load_manifest,
+    save_serving_model,
+    verify_signature,
+    write_manifest,
+)
+from tflite_export.checks import QUANTIZATIONS
+from tflite_export.convert import configure_converter, convert_model
+from tflite_export.export import export_tflite
+from tflite_export.micro import (
+    TFLM_BUILTIN_OPS,
+    ArenaEstimate,
+    c_source,
+    check_micro_ops,
+    estimate_arena,
+    read_c_array,
+)
+from tflite_export.report import ExportReport
+from tflite_export.verify import evaluate, inspect_model, list_ops, run_tflite
+
+__all__ = [
+    "export_tflite", "ExportReport", "load_manifest", "write_manifest",
+    "convert_model", "configure_converter", "QUANTIZATIONS",
+    "inspect_model", "list_ops", "run_tflite", "evaluate",
+    "check_micro_ops", "estimate_arena", "c_source", "read_c_array",
+    "ArenaEstimate", "TFLM_BUILTIN_OPS",
+    "save_serving_model", "verify_signature",
+    "SIGNATURE_KEY", "INPUT_NAME", "OUTPUT_NAME",
+]

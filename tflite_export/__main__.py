@@ -1,0 +1,172 @@
+"""Command line: ``python -m tflite_export --model plain.keras --quantization int8
+--out out/b050 --representative rep.npz --validation val.npz --labels labels.txt``.
+
+Exit codes: 0 success, 2 bad usage or invalid input (argparse errors, missing
+files, bad arrays, existing output without --overwrite), 1 anything else.
+
+Extending with model sources (e.g. ``--front front.json --budgets ...`` for
+supernets): add the option to the `source` mutually exclusive group in
+`build_parser` and a branch in `resolve_jobs` that returns one `ExportJob`
+per sub-network (each with its own `out_dir` below ``--out`` and its own
+`metadata`, e.g. config and FLOPs). Everything else is shared.
+"""
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tflite_export.checks import QUANTIZATIONS  # noqa: E402
+
+
+class UsageError(Exception):
+    """Bad command-line usage or input file: exit code 2."""
+
+
+@dataclass
+class ExportJob:
+    name: str
+    load_model: Callable  # () -> keras.Model
+    out_dir: Path
+    metadata: dict = field(default_factory=dict)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m tflite_export",
+        description="Convert plain Keras sub-networks to TFLite (+ TFLM C array).",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="plain Keras model file (.keras)")
+    # source.add_argument("--front", ...)  <- supernet Pareto front (planned)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quantization", default="float32", choices=QUANTIZATIONS)
+    p.add_argument("--representative", help=".npz/.npy with calibration inputs")
+    p.add_argument("--representative-key", help="array name inside the .npz")
+    p.add_argument("--num-representative", type=int, default=500,
+                   help="use at most this many calibration samples (default 500)")
+    p.add_argument("--validation", help=".npz with validation arrays")
+    p.add_argument("--x-key", default="x", help="input array name (default x)")
+    p.add_argument("--y-key", default="y", help="label array name (default y)")
+    p.add_argument("--labels", help="text file with one class name per line")
+    p.add_argument("--metadata", help="JSON file (config, flops, ...)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-micro", action="store_true",
+                   help="int8: skip the TFLM C array and op check")
+    p.add_argument("--micro-variable", default="g_model_data")
+    p.add_argument("--route", default="signature", choices=("signature", "keras"))
+    p.add_argument("--report-json", help="also write the report as JSON here")
+    return p
+
+
+def _load_array(path, key, fallbacks):
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    if not hasattr(data, "files"):  # .npy
+        return data
+    names = list(data.files)
+    for k in ([key] if key else []) + ([] if key else fallbacks):
+        if k in names:
+            return data[k]
+    if not key and len(names) == 1:
+        return data[names[0]]
+    raise UsageError(f"{path}: no array named {key or fallbacks}; found {names}")
+
+
+def _load_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"cannot read JSON {path}: {e}") from None
+
+
+def resolve_jobs(args):
+    """Turn the model-source options into export jobs."""
+    if args.model:
+        path = Path(args.model)
+        if not path.exists():
+            raise UsageError(f"model file not found: {path}")
+
+        def load():
+            import keras
+
+            try:
+                return keras.models.load_model(path, compile=False)
+            except Exception as e:
+                raise UsageError(f"cannot load model {path}: {e}") from None
+
+        meta = _load_json(args.metadata) if args.metadata else {}
+        return [ExportJob(path.stem, load, Path(args.out), meta)]
+    raise UsageError("no model source given")  # pragma: no cover
+
+
+def load_inputs(args):
+    rep = val = labels = None
+    if args.representative:
+        rep = _load_array(args.representative, args.representative_key,
+                          ["x", "x_train", "representative"])
+        if args.num_representative < 1:
+            raise UsageError("--num-representative must be >= 1")
+        rep = rep[: args.num_representative]
+    if args.validation:
+        val = (_load_array(args.validation, args.x_key, []),
+               _load_array(args.validation, args.y_key, []))
+    if args.labels:
+        try:
+            text = Path(args.labels).read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot read labels: {e}") from None
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    return rep, val, labels
+
+
+def main(argv=None):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 2 on bad usage, 0 for --help
+        return int(e.code or 0)
+    from tflite_export.export import export_tflite
+
+    try:
+        rep, val, labels = load_inputs(args)
+        jobs = resolve_jobs(args)
+        reports = []
+        for job in jobs:
+            report = export_tflite(
+                job.load_model(), job.out_dir, quantization=args.quantization,
+                representative_data=rep, validation_data=val, labels=labels,
+                metadata=job.metadata, overwrite=args.overwrite,
+                micro=False if args.no_micro else None,
+                micro_variable=args.micro_variable, route=args.route,
+            )
+            print(report.table())
+            reports.append(report.to_dict())
+    except (UsageError, ValueError, FileExistsError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        print(f"{parser.prog}: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if args.report_json:
+        from tflite_export._io import atomic_write_text
+
+        atomic_write_text(args.report_json, json.dumps(reports, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""TensorFlow Lite Micro (TFLM) artefacts for int8 models.
+
+* `check_micro_ops(ops)`: every op must be a builtin with a TFLM kernel
+  (allow-list below); otherwise ValueError naming the op(s).
+* `estimate_arena(bytes)`: tensor-arena size estimate (see its docstring).
+* `c_source(bytes, ...)`: `model_data.cc` / `model_data.h` text with
+  `alignas(16) const unsigned char g_model_data[]` and
+  `const unsigned int g_model_data_len`.
+"""
+
+import hashlib
+import keyword
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tflite_export.verify import make_interpreter
+
+# Builtin ops with a TFLM kernel, mapped to the MicroMutableOpResolver method
+# that registers them. Source: tensorflow/tflite-micro,
+# tensorflow/lite/micro/micro_mutable_op_resolver.h at commit
+# 933f830139560b2f9a47b5418439350c728a796f (every `AddBuiltin(BuiltinOperator_X`
+# in the Add* methods). Custom ops (CIRCULAR_BUFFER, ETHOSU,
+# TFLite_Detection_PostProcess) are deliberately left out. Newer TFLM releases
+# add a few ops; extend this table when you move to one.
+TFLM_BUILTIN_OPS = {
+    "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN",
+    "ARG_MAX": "AddArgMax", "ARG_MIN": "AddArgMin",
+    "ASSIGN_VARIABLE": "AddAssignVariable",
+    "AVERAGE_POOL_2D": "AddAveragePool2D",
+    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd",
+    "BROADCAST_ARGS": "AddBroadcastArgs", "BROADCAST_TO": "AddBroadcastTo",
+    "CALL_ONCE": "AddCallOnce", "CAST": "AddCast", "CEIL": "AddCeil",
+    "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D",
+    "COS": "AddCos", "CUMSUM": "AddCumSum",
+    "DEPTH_TO_SPACE": "AddDepthToSpace",
+    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+    "DEQUANTIZE": "AddDequantize", "ELU": "AddElu", "EQUAL": "AddEqual",
+    "EXP": "AddExp", "EXPAND_DIMS": "AddExpandDims", "FILL": "AddFill",
+    "FLOOR": "AddFloor", "FLOOR_DIV": "AddFloorDiv", "FLOOR_MOD": "AddFloorMod",
+    "FULLY_CONNECTED": "AddFullyConnected", "GATHER": "AddGather",
+    "GATHER_ND": "AddGatherNd", "GREATER": "AddGreater",
+    "GREATER_EQUAL": "AddGreaterEqual", "HARD_SWISH": "AddHardSwish",
+    "IF": "AddIf", "L2_NORMALIZATION": "AddL2Normalization",
+    "L2_POOL_2D": "AddL2Pool2D", "LEAKY_RELU": "AddLeakyRelu",
+    "LESS": "AddLess", "LESS_EQUAL": "AddLessEqual", "LOG": "AddLog",
+    "LOGICAL_AND": "AddLogicalAnd", "LOGICAL_NOT": "AddLogicalNot",
+    "LOGICAL_OR": "AddLogicalOr", "LOGISTIC": "AddLogistic",
+    "MAXIMUM": "AddMaximum", "MAX_POOL_2D": "AddMaxPool2D",
+    "MIRROR_PAD": "AddMirrorPad", "MEAN": "AddMean", "MINIMUM": "AddMinimum",
+    "MUL": "AddMul", "NEG": "AddNeg", "NOT_EQUAL": "AddNotEqual",
+    "PACK": "AddPack", "PAD": "AddPad", "PADV2": "AddPadV2",
+    "PRELU": "AddPrelu", "QUANTIZE": "AddQuantize",
+    "READ_VARIABLE": "AddReadVariable", "REDUCE_MAX": "AddReduceMax",
+    "RELU": "AddRelu", "RELU6": "AddRelu6", "RESHAPE": "AddReshape",
+    "RESIZE_BILINEAR": "AddResizeBilinear",
+    "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor",
+    "ROUND": "AddRound", "RSQRT": "AddRsqrt", "SHAPE": "AddShape",
+    "SIN": "AddSin", "SLICE": "AddSlice", "SOFTMAX": "AddSoftmax",
+    "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd",
+    "SPACE_TO_DEPTH": "AddSpaceToDepth", "SPLIT": "AddSplit",
+    "SPLIT_V": "AddSplitV", "SQUEEZE": "AddSqueeze", "SQRT": "AddSqrt",
+    "SQUARE": "AddSquare", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub",
+    "SVDF": "AddSvdf", "TANH": "AddTanh", "TRANSPOSE_CONV": "AddTransposeConv",
+    "TRANSPOSE": "AddTranspose", "UNPACK": "AddUnpack",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+    "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile",
+    "ZEROS_LIKE": "AddZerosLike",
+}
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CPP_KEYWORDS = {"int", "char", "const", "unsigned", "extern", "static",
+                 "class", "namespace", "template", "new", "delete", "auto"}
+
+
+def check_micro_ops(ops):
+    """Return the sorted unique op names if all run on TFLM, else raise
+    ValueError naming every unsupported op."""
+    unique = sorted(set(ops))
+    bad = [op for op in unique if op not in TFLM_BUILTIN_OPS]
+    if bad:
+        raise ValueError(
+            f"The model uses op(s) not supported by TensorFlow Lite Micro: {bad}. "
+            "Supported builtins are listed in "
+            "tflite_export.micro.TFLM_BUILTIN_OPS. Re-build the sub-network "
+            "without the layer(s) producing these ops, or export with "
+            "micro=False to skip the TFLM artefacts."
+        )
+    return unique
+
+
+def resolver_calls(ops):
+    """C++ lines registering `ops` with a MicroMutableOpResolver."""
+    unique = check_micro_ops(ops)
+    lines = [f"tflite::MicroMutableOpResolver<{len(unique)}> resolver;"]
+    lines += [f"resolver.{TFLM_BUILTIN_OPS[op]}();" for op in unique]
+    return lines
+
+
+@dataclass
+class ArenaEstimate:
+    peak_activation_bytes: int
+    total_activation_bytes: int
+    overhead_bytes: int
+    margin: float
+    recommended_bytes: int
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _align(n, a=16):
+    return (n + a - 1) // a * a
+
+
+def estimate_arena(model_content, margin=0.25):
+    """Estimate the TFLM tensor arena for a batch-1 run of the model.
+
+    Activations (graph inputs and every op output; weights stay in flash) are
+    given lifetimes from their producing op to their last consumer (graph
+    outputs live to the end). `peak_activation_bytes` is the largest sum of
+    simultaneously live activations, each padded to 16 bytes: a lower bound
+    on what TFLM's greedy memory planner can achieve.
+    `total_activation_bytes` is the no-reuse upper bound. `overhead_bytes`
+    approximates TFLM's persistent allocations: 2 KiB fixed + 64 B per tensor
+    (TfLiteEvalTensor/TfLiteTensor) + 128 B per op (node data) + 8 B per
+    per-channel quantization scale (int32 multiplier + shift per output
+    channel). `recommended_bytes = ceil((peak + overhead) * (1 + margin))`
+    rounded up to 1 KiB. Confirm on target with RecordingMicroInterpreter
+    (`arena_used_bytes()`) and trim.
+    """
+    interp = make_interpreter(model_content, delegates=False)
+    interp.allocate_tensors()
+    ops = [o for o in interp._get_ops_details() if o["op_name"] != "DELEGATE"]
+    details = {t["index"]: t for t in interp.get_tensor_details()}
+    graph_in = {d["index"] for d in interp.get_input_details()}
+    graph_out = {d["index"] for d in interp.get_output_details()}
+    n_ops = len(ops)
+
+    start, end = {}, {}
+    for t in graph_in:
+        start[t], end[t] = 0, 0
+    for i, op in enumerate(ops):
+        for t in op["outputs"]:
+            if t >= 0:
+                start.setdefault(int(t), i)
+                end[int(t)] = max(end.get(int(t), i), i)
+    for i, op in enumerate(ops):
+        for t in op["inputs"]:
+            if int(t) in start:
+                end[int(t)] = max(end[int(t)], i)
+    for t in graph_out:
+        if t in start:
+            end[t] = max(n_ops - 1, 0)
+
+    def nbytes(t):
+        d = details[t]
+        return _align(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize)
+
+    sizes = {t: nbytes(t) for t in start if t in details}
+    peak = max(
+        (sum(s for t, s in sizes.items() if start[t] <= i <= end[t])
+         for i in range(max(n_ops, 1))),
+        default=0,
+    )
+    channels = sum(
+        len(d["quantization_parameters"]["scales"])
+        for t, d in details.items()
+        if t not in sizes and len(d["quantization_parameters"]["scales"]) > 1
+    )
+    overhead = 2048 + 64 * len(details) + 128 * n_ops + 8 * channels
+    recommended = int(math.ceil((peak + overhead) * (1 + margin) / 1024) * 1024)
+    return ArenaEstimate(peak, sum(sizes.values()), overhead, margin, recommended)
+
+
+def check_variable_name(name):
+    if not isinstance(name, str) or not _IDENT.match(name) or (
+        name in _CPP_KEYWORDS or keyword.iskeyword(name)
+    ):
+        raise ValueError(
+            "Invalid value for argument `variable_name`. Expected a C identifier "
+            f"such as 'g_model_data'. Received: variable_name={name!r}"
+        )
+    return name
+
+
+def c_source(model_content, variable_name="g_model_data",
+             header_name="model_data.h", ops=None, arena=None):
+    """Return `(cc_text, h_text)` embedding `model_content` as a C array."""
+    var = check_variable_name(variable_name)
+    data = bytes(model_content)
+    digest = hashlib.sha256(data).hexdigest()
+    banner = (
+        "// Generated by tflite_export (tips-keras). Do not edit.\n"
+        f"// {len(data)} bytes, sha256 {digest}\n"
+    )
+    rows = []
+    for i in range(0, len(data), 12):
+        rows.append("  " + ", ".join(f"0x{b:02x}" for b in data[i : i + 12]) + ",")
+    cc = (
+        banner
+        + f'#include "{header_name}"\n\n'
+        + f"alignas(16) const unsigned char {var}[] = {{\n"
+        + "\n".join(rows)
+        + "\n};\n"
+        + f"const unsigned int {var}_len = {len(data)};\n"
+    )
+    guard = f"TFLITE_EXPORT_{var.upper()}_H_"
+    h = [banner, f"#ifndef {guard}", f"#define {guard}", ""]
+    if ops is not None:
+        h.append("// Ops used by this model. Register them with:")
+        h += [f"//   {line}" for line in resolver_calls(ops)]
+        h.append("")
+    if arena is not None:
+        h.append("// Estimated tensor arena size in bytes (tflite_export.micro."
+                 "estimate_arena:")
+        h.append(f"// peak activations {arena.peak_activation_bytes} B + "
+                 f"overhead {arena.overhead_bytes} B, +{int(arena.margin * 100)}% "
+                 "margin). Verify with RecordingMicroInterpreter.")
+        h.append(f"constexpr unsigned int {var}_arena_size = "
+                 f"{arena.recommended_bytes};")
+        h.append("")
+    h += [f"extern const unsigned char {var}[];",
+          f"extern const unsigned int {var}_len;", "", f"#endif  // {guard}", ""]
+    return cc, "\n".join(h)
+
+
+def read_c_array(cc_text, variable_name="g_model_data"):
+    """Parse the bytes and declared length back out of a generated .cc."""
+    var = re.escape(variable_name)
+    m = re.search(var + r"\[\]\s*=\s*\{(.*?)\};", cc_text, re.S)
+    n = re.search(var + r"_len\s*=\s*(\d+)\s*;", cc_text)
+    if not m or not n:
+        raise ValueError(f"No C array named {variable_name!r} found.")
+    values = re.findall(r"0x([0-9a-fA-F]{2})", m.group(1))
+    return bytes(int(v, 16) for v in values), int(n.group(1))

@@ -1,0 +1,238 @@
+"""`TIPSCallback`: path sampling per step and the TIPS importance update per epoch, inside fit.
+
+Per training step the callback draws the step's sub-networks from the sampler with a generator
+seeded by ``(seed, epoch, batch)``, records them and hands them to the model (a variable assign:
+no re-trace). At each epoch end it builds the DTMC of the sub-networks sampled in the epoch,
+computes TAS per node and the per-gate importance (`tips_keras.dtmc`), updates the sampler, and
+writes importance and sampling probabilities into the model's `SubnetController` variables, so a
+checkpoint (``BackupAndRestore``) resumes with the same distribution. Importance also goes into
+the epoch logs (``importance/<gate>``), so ``History`` and ``TensorBoard`` see it.
+
+Place the callback before ``keras.callbacks.BackupAndRestore`` in the callbacks list, so the
+backup written at the end of an epoch already holds that epoch's update.
+"""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+
+from tips_keras import dtmc
+from tips_keras import sampling
+from tips_keras.model import AnytimeModel
+
+SCORES = ("log", "sum")
+
+
+class TIPSCallback(keras.callbacks.Callback):
+    """Trains an anytime supernet with TIPS (or a baseline sampler) inside ``model.fit``.
+
+    Args:
+        sampler: ``"tips"`` (default), ``"uniform"``, ``"sandwich"`` or ``"stochastic_depth"``.
+        paths_per_step: sub-networks trained per batch (gradients averaged in one optimizer
+            step). Default 1, and 4 for the sandwich rule (largest + smallest + 2 random).
+        distillation: in-place distillation weight in [0, 1]: paths after the first learn
+            ``(1 - a) * loss + a * KL(largest || path)``. Needs the sandwich rule or TIPS with
+            ``paths_per_step >= 2`` (TIPS then trains the largest path first).
+        seed: seed of the path draws; the draw of step (epoch, batch) depends only on these.
+        coupling: the DTMC coupling λ >= 0 between copies of a node in different sub-networks.
+        score: ``"log"`` (TPS = product of TAS, in log space) or ``"sum"`` (sum of TAS).
+        eval_config: configuration evaluated during validation and left active after training
+            (``"largest"`` by default; any form accepted by `ConfigSpace.resolve`).
+        terminate_on_nan: stop training when the loss becomes NaN/Inf, naming the sub-network.
+        **sampler_options: options of the sampler (e.g. ``p_min``, ``p_max``, ``smoothing`` for
+            TIPS, ``n_random`` for sandwich, ``final_survival`` for stochastic depth).
+
+    Attributes:
+        importance: ``{gate name: importance in [0, 1]}`` after the latest epoch.
+        history: list of per-epoch dicts with ``importance``, ``gate_probs`` and the number of
+            sampled sub-networks.
+
+    Raises:
+        ValueError: unknown sampler or score, coupling < 0, bad distillation, a model without
+            gates, or an epoch in which no step ran.
+
+    Example:
+        >>> cb = TIPSCallback(sampler="tips")
+        >>> model.fit(x, y, epochs=5, callbacks=[cb])  # doctest: +SKIP
+        >>> cb.importance  # doctest: +SKIP
+        {'stage0_block0': 1.0, 'stage0_block1': 0.83, ...}
+    """
+
+    def __init__(
+        self,
+        sampler="tips",
+        paths_per_step=None,
+        distillation=0.0,
+        seed=0,
+        coupling=1.0,
+        score="log",
+        eval_config="largest",
+        terminate_on_nan=True,
+        **sampler_options,
+    ):
+        super().__init__()
+        if sampler not in sampling.SAMPLERS:
+            raise ValueError(
+                f"Invalid value for argument `sampler`. Expected one of {sampling.SAMPLERS}. "
+                f"Received: sampler={sampler!r}"
+            )
+        if score not in SCORES:
+            raise ValueError(
+                f"Invalid value for argument `score`. Expected one of {SCORES}. Received: score={score!r}"
+            )
+        if not isinstance(coupling, (int, float)) or not math.isfinite(coupling) or coupling < 0:
+            raise ValueError(
+                "Invalid value for argument `coupling`. Expected a finite float >= 0. "
+                f"Received: coupling={coupling!r}"
+            )
+        if not 0.0 <= float(distillation) <= 1.0:
+            raise ValueError(
+                "Invalid value for argument `distillation`. Expected a float in [0, 1]. "
+                f"Received: distillation={distillation!r}"
+            )
+        if distillation > 0 and sampler not in ("tips", "sandwich"):
+            raise ValueError(
+                "Invalid value for argument `distillation`: in-place distillation needs a "
+                "sampler that trains the largest path first ('tips' or 'sandwich'). "
+                f"Received: sampler={sampler!r}, distillation={distillation!r}"
+            )
+        if distillation > 0 and sampler == "tips":
+            if paths_per_step is None or paths_per_step < 2:
+                raise ValueError(
+                    "Invalid value for argument `paths_per_step`: distillation with TIPS trains "
+                    "the largest path plus at least one sampled path (>= 2). "
+                    f"Received: paths_per_step={paths_per_step!r}"
+                )
+            sampler_options.setdefault("include_largest", True)
+        self.sampler_name = sampler
+        self.paths_per_step = paths_per_step
+        self.distillation = float(distillation)
+        self.seed = int(seed)
+        self.coupling = float(coupling)
+        self.score = score
+        self.eval_config = eval_config
+        self.terminate_on_nan = terminate_on_nan
+        self.sampler_options = sampler_options
+        self.sampler = None
+        self.importance = {}
+        self.history = []
+        self.nan_config = None
+        self._epoch = 0
+        self._records = []
+
+    # -- set-up -------------------------------------------------------------------------------
+    def set_model(self, model):
+        if not isinstance(model, AnytimeModel):
+            raise ValueError(
+                "Invalid value for argument `model`. TIPSCallback needs an AnytimeModel with "
+                "gated layers (tips_keras.zoo builders or tips_keras.anytime(model)). "
+                f"Received: model of type {type(model).__name__}"
+            )
+        model.topology  # Raises a clear ValueError for a model without gates.
+        super().set_model(model)
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        space = model.config_space
+        self.sampler = sampling.get_sampler(
+            self.sampler_name, space, paths_per_step=self.paths_per_step, **self.sampler_options
+        )
+        controller = model.controller
+        if self.sampler.adaptive and float(keras.ops.convert_to_numpy(controller.updates)) > 0:
+            # Resumed (BackupAndRestore or loaded weights): continue the stored distribution.
+            self.sampler.set_state(
+                keras.ops.convert_to_numpy(controller.gate_probs),
+                keras.ops.convert_to_numpy(controller.exit_probs),
+            )
+            values = keras.ops.convert_to_numpy(controller.importance)
+            self.importance = dict(zip(space.gate_names, map(float, values)))
+        else:
+            self._store_state()
+        model.configure_paths(self.sampler.paths_per_step, self.distillation)
+
+    def _store_state(self):
+        controller = self.model.controller
+        controller.gate_probs.assign(self.sampler.gate_probs.astype(np.float32))
+        controller.exit_probs.assign(self.sampler.exit_probs.astype(np.float32))
+
+    # -- per step -----------------------------------------------------------------------------
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._records = []
+
+    def step_paths(self, epoch, batch):
+        """The paths of training step (epoch, batch): deterministic given the sampler state."""
+        return self.sampler.sample(np.random.default_rng([self.seed, epoch, batch]))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        paths = self.step_paths(self._epoch, batch)
+        self._records.append(paths)
+        self.model.set_step_paths(paths)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.terminate_on_nan and loss is not None and not np.isfinite(float(loss)):
+            space = self.model.config_space
+            paths = [space.resolve((int(v[-1]), [int(b) for b in v[:-1]])) for v in self._records[-1]]
+            self.nan_config = [p.to_dict(space.gate_names) for p in paths]
+            message = (
+                f"TIPSCallback: loss became {float(loss)} at epoch {self._epoch}, batch {batch}; "
+                f"training stopped. Sub-network(s) trained in that step: {self.nan_config}"
+            )
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            print(message)
+            self.model.stop_training = True
+
+    # -- validation ---------------------------------------------------------------------------
+    def on_test_begin(self, logs=None):
+        self.model.set_config(self.eval_config)
+
+    def on_train_end(self, logs=None):
+        self.model.release_paths()
+        self.model.set_config(self.eval_config)
+
+    # -- per epoch ----------------------------------------------------------------------------
+    def compute_importance(self, vectors):
+        """TIPS importance per gate and TAS per node for sampled control vectors (T, G + 1)."""
+        topo = self.model.topology
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise ValueError(
+                "Invalid value: empty epoch. Expected at least one sampled sub-network to build "
+                f"the DTMC. Received: {len(vectors)} sub-networks in epoch {self._epoch}"
+            )
+        return dtmc.importance_from_configs(
+            topo.num_nodes,
+            topo.edges,
+            topo.edge_gate,
+            topo.num_gates,
+            topo.edge_masks(vectors, prune=False),
+            topo.source,
+            topo.sink,
+            lam=self.coupling,
+            mode=self.score,
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        vectors = np.concatenate(self._records, axis=0) if self._records else np.zeros((0, 0))
+        importance, _ = self.compute_importance(vectors)
+        self.sampler.update(importance)
+        controller = self.model.controller
+        controller.importance.assign(importance.astype(np.float32))
+        controller.updates.assign(controller.updates + 1.0)
+        self._store_state()
+        names = self.model.config_space.gate_names
+        self.importance = dict(zip(names, map(float, importance)))
+        self.history.append(
+            {
+                "epoch": epoch,
+                "importance": dict(self.importance),
+                "gate_probs": dict(zip(names, map(float, self.sampler.gate_probs))),
+                "sampled": int(len(vectors)),
+            }
+        )
+        if logs is not None:
+            for name, value in self.importance.items():
+                logs[f"importance/{name}"] = value

@@ -1,0 +1,160 @@
+"""`AnytimeModel`: a functional Keras model whose active sub-network is switched at run time.
+
+It adds three things to a functional model and nothing else (its constructor is the functional
+one, so ``.keras`` files round-trip with the standard machinery):
+
+* `set_config` / `get_active_config` to switch the sub-network (one variable assign, no re-trace);
+* a `train_step` that trains several sub-networks ("paths") on the same batch in one optimizer
+  step, accumulating their gradients, with optional in-place distillation of the largest path's
+  soft output into the others. It is used only once `configure_paths` was called (the TIPS
+  callback does this); otherwise the standard Keras step runs;
+* a `paths` variable the callback fills with the paths of the next step.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tips_keras import topology as topology_lib
+
+
+class _PathState:
+    """Holds per-step path data outside Keras' weight tracking (not saved in checkpoints)."""
+
+    def __init__(self, variable, paths_per_step, distillation):
+        self.variable = variable
+        self.paths_per_step = paths_per_step
+        self.distillation = distillation
+
+
+@keras.saving.register_keras_serializable(package="tips_keras")
+class AnytimeModel(keras.Model):
+    """A functional model with gated layers (`PathGate`, `ExitHead`) and a `SubnetController`.
+
+    Build it like any functional model: ``AnytimeModel(inputs, outputs)``; `tips_keras.zoo` and
+    `tips_keras.anytime` do so for you.
+
+    Example:
+        >>> model = tips_keras.zoo.anytime_resnet()  # doctest: +SKIP
+        >>> model.set_config("smallest")             # doctest: +SKIP
+        >>> model.predict(x)                         # runs the smallest sub-network
+    """
+
+    @property
+    def controller(self):
+        """The model's `SubnetController` layer."""
+        return topology_lib.find_controller(self)
+
+    @property
+    def topology(self):
+        """The gate DAG (`tips_keras.topology.Topology`)."""
+        return topology_lib.read_topology(self)
+
+    @property
+    def config_space(self):
+        """The `ConfigSpace` of this supernet (gate names, stages, exits)."""
+        return self.topology.space
+
+    def set_config(self, config):
+        """Makes ``config`` the active sub-network for predict / evaluate / plain fit.
+
+        Args:
+            config: any form accepted by `ConfigSpace.resolve`.
+
+        Returns:
+            The resolved `Configuration`.
+        """
+        resolved = self.config_space.resolve(config)
+        self.controller.active.assign(resolved.to_vector())
+        return resolved
+
+    def get_active_config(self):
+        """Returns the active `Configuration`."""
+        from tips_keras.configs import Configuration
+
+        return Configuration.from_vector(keras.ops.convert_to_numpy(self.controller.active))
+
+    def configure_paths(self, paths_per_step=1, distillation=0.0):
+        """Switches `train_step` to multi-path training; called by `TIPSCallback`.
+
+        Args:
+            paths_per_step: sub-networks trained on each batch (gradients averaged over them).
+            distillation: weight ``a`` in ``(1 - a) * loss + a * KL(teacher || student)`` for
+                paths after the first; the first path is the teacher (the callback makes it the
+                largest sub-network when ``a > 0``). 0 disables distillation. Assumes the
+                model outputs probabilities (softmax heads).
+        """
+        if not isinstance(paths_per_step, int) or paths_per_step < 1:
+            raise ValueError(
+                "Invalid value for argument `paths_per_step`. Expected a positive integer. "
+                f"Received: paths_per_step={paths_per_step!r}"
+            )
+        if not 0.0 <= float(distillation) <= 1.0:
+            raise ValueError(
+                "Invalid value for argument `distillation`. Expected a float in [0, 1]. "
+                f"Received: distillation={distillation!r}"
+            )
+        state = getattr(self, "_tips_paths", None)
+        width = self.controller.num_gates + 1
+        if state is None or state.variable.shape[0] != paths_per_step:
+            with self.distribute_strategy.scope():
+                variable = tf.Variable(
+                    np.tile(keras.ops.convert_to_numpy(self.controller.active), (paths_per_step, 1)),
+                    trainable=False,
+                    dtype=tf.float32,
+                    shape=(paths_per_step, width),
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                    name="tips_paths",
+                )
+        else:
+            variable = state.variable
+        object.__setattr__(self, "_tips_paths", _PathState(variable, paths_per_step, float(distillation)))
+        self.train_function = None
+        self.make_train_function(force=True)
+
+    def release_paths(self):
+        """Returns to the standard single-configuration `train_step`."""
+        object.__setattr__(self, "_tips_paths", None)
+        self.train_function = None
+
+    def set_step_paths(self, vectors):
+        """Sets the control vectors (paths_per_step, G + 1) that the next train step uses."""
+        self._tips_paths.variable.assign(np.asarray(vectors, dtype=np.float32))
+
+    def train_step(self, data):
+        state = getattr(self, "_tips_paths", None)
+        if state is None:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        active = self.controller.active
+        weights = self.trainable_weights
+        accumulated = [tf.zeros_like(w) for w in weights]
+        teacher, first_pred, total_loss = None, None, 0.0
+        kl = keras.losses.KLDivergence(reduction="sum_over_batch_size")
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        for i in range(state.paths_per_step):
+            active.assign(state.variable[i])
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self._compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+                if teacher is not None:
+                    loss = (1.0 - state.distillation) * loss + state.distillation * kl(
+                        teacher, y_pred
+                    )
+                total_loss += loss
+                scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
+            grads = tape.gradient(scaled, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            accumulated = [a + g for a, g in zip(accumulated, grads)]
+            if i == 0:
+                first_pred = y_pred
+                if state.distillation > 0:
+                    teacher = tf.stop_gradient(y_pred)
+        k = float(state.paths_per_step)
+        self._loss_tracker.update_state(
+            keras.src.losses.loss.unscale_loss_for_distribution(total_loss / k),
+            sample_weight=batch,
+        )
+        self.optimizer.apply_gradients(zip([a / k for a in accumulated], weights))
+        return self.compute_metrics(x, y, first_pred, sample_weight=sample_weight)

@@ -1,0 +1,215 @@
+"""Samplers: which sub-networks ("paths") to train at each step. Pure numpy.
+
+Every sampler returns control vectors ``[gate bits..., exit]`` (array of shape (k, G + 1), k =
+paths per step) from a numpy ``Generator`` that the caller seeds per step; the same seed gives
+the same paths, so training is reproducible and a resumed run replays the same draws.
+
+* ``"tips"``: Topologically Important Path Sampling. Gate g is on with probability
+  ``p_g = p_min + (p_max - p_min) * importance_g``, with ``importance`` in [0, 1] recomputed every
+  epoch from the DTMC of the sub-networks sampled in that epoch (`tips_keras.dtmc`). Before the
+  first update all gates are on with probability 0.5. The exit is drawn from ``exit_probs``
+  (uniform unless set), so every exit keeps training. With ``include_largest`` (used when
+  distilling) the first path of each step is the largest sub-network.
+* ``"uniform"``: every gate on with probability 0.5, exit uniform.
+* ``"sandwich"``: the largest, the smallest and ``n_random`` uniform paths each step
+  (slimmable networks / BigNAS); k = 2 + n_random.
+* ``"stochastic_depth"``: gate l (in depth order) survives with probability
+  ``1 - l / (G - 1) * (1 - final_survival)`` (Huang et al., 2016, linear decay), exit uniform.
+"""
+
+import numpy as np
+
+from tips_keras.configs import ConfigSpace
+
+SAMPLERS = ("tips", "uniform", "sandwich", "stochastic_depth")
+
+
+def _check_prob(name, value):
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a probability in [0, 1]. "
+            f"Received: {name}={value!r}"
+        )
+
+
+class Sampler:
+    """Base class: Bernoulli gates with per-gate probabilities, categorical exit.
+
+    Args:
+        space: the supernet's `ConfigSpace`.
+        paths_per_step: sub-networks per training step.
+    """
+
+    name = "base"
+    # Whether the distribution changes with training (and so must be restored after a resume).
+    adaptive = False
+
+    def __init__(self, space, paths_per_step=1):
+        if not isinstance(space, ConfigSpace):
+            raise ValueError(f"Invalid value for argument `space`. Expected a ConfigSpace. Received: {space!r}")
+        if not isinstance(paths_per_step, int) or isinstance(paths_per_step, bool) or paths_per_step < 1:
+            raise ValueError(
+                "Invalid value for argument `paths_per_step`. Expected a positive integer. "
+                f"Received: paths_per_step={paths_per_step!r}"
+            )
+        self.space = space
+        self.paths_per_step = paths_per_step
+        self.gate_probs = np.full(space.num_gates, 0.5)
+        self.exit_probs = np.full(space.num_exits, 1.0 / space.num_exits)
+
+    def _draw(self, rng, n):
+        bits = (rng.random((n, self.space.num_gates)) < self.gate_probs).astype(np.float32)
+        exits = rng.choice(self.space.num_exits, size=n, p=self.exit_probs).astype(np.float32)
+        return self.space.canonical_vectors(np.concatenate([bits, exits[:, None]], axis=1))
+
+    def sample(self, rng):
+        """Returns (paths_per_step, G + 1) control vectors drawn with ``rng``."""
+        return self._draw(rng, self.paths_per_step)
+
+    def update(self, importance):
+        """Receives the epoch's gate importance; samplers other than TIPS ignore it."""
+
+    def set_state(self, gate_probs, exit_probs):
+        """Restores the distribution (e.g. from the model's controller after a resume)."""
+        gate_probs, exit_probs = np.asarray(gate_probs, float), np.asarray(exit_probs, float)
+        if gate_probs.shape != (self.space.num_gates,) or exit_probs.shape != (self.space.num_exits,):
+            raise ValueError(
+                "Invalid sampler state. Expected gate_probs of shape "
+                f"({self.space.num_gates},) and exit_probs of shape ({self.space.num_exits},). "
+                f"Received: shapes {gate_probs.shape} and {exit_probs.shape}"
+            )
+        self.gate_probs = gate_probs
+        self.exit_probs = exit_probs / exit_probs.sum()
+
+
+class UniformSampler(Sampler):
+    """Uniform random path sampling (every gate on with probability 0.5, exit uniform)."""
+
+    name = "uniform"
+
+
+class SandwichSampler(Sampler):
+    """The sandwich rule: largest + smallest + ``n_random`` uniform paths per step.
+
+    Example:
+        >>> s = SandwichSampler(space, n_random=2)  # doctest: +SKIP
+        >>> s.sample(np.random.default_rng(0)).shape  # doctest: +SKIP
+        (4, G + 1)
+    """
+
+    name = "sandwich"
+
+    def __init__(self, space, n_random=2):
+        if not isinstance(n_random, int) or n_random < 0:
+            raise ValueError(
+                "Invalid value for argument `n_random`. Expected a non-negative integer. "
+                f"Received: n_random={n_random!r}"
+            )
+        super().__init__(space, paths_per_step=2 + n_random)
+        self.n_random = n_random
+
+    def sample(self, rng):
+        fixed = np.stack([self.space.largest().to_vector(), self.space.smallest().to_vector()])
+        return np.concatenate([fixed, self._draw(rng, self.n_random)], axis=0)
+
+
+class StochasticDepthSampler(Sampler):
+    """Stochastic depth: independent drop per block, survival decaying linearly with depth."""
+
+    name = "stochastic_depth"
+
+    def __init__(self, space, paths_per_step=1, final_survival=0.5):
+        super().__init__(space, paths_per_step)
+        _check_prob("final_survival", final_survival)
+        depth = np.arange(space.num_gates) / max(space.num_gates - 1, 1)
+        self.gate_probs = 1.0 - depth * (1.0 - final_survival)
+
+
+
+class TIPSSampler(Sampler):
+    """Topologically Important Path Sampling.
+
+    Args:
+        space: the supernet's `ConfigSpace`.
+        paths_per_step: sub-networks per step.
+        p_min, p_max: on-probability of the least / most important gate.
+        smoothing: ``p <- smoothing * p_old + (1 - smoothing) * p_new`` at each update (0 = no
+            memory), damping the feedback between what is sampled and what is important.
+        include_largest: make the first path of every step the largest sub-network (teacher for
+            in-place distillation).
+    """
+
+    name = "tips"
+    adaptive = True
+
+    def __init__(self, space, paths_per_step=1, p_min=0.2, p_max=0.8, smoothing=0.0, include_largest=False):
+        super().__init__(space, paths_per_step)
+        _check_prob("p_min", p_min)
+        _check_prob("p_max", p_max)
+        _check_prob("smoothing", smoothing)
+        if p_min > p_max:
+            raise ValueError(
+                "Invalid values for arguments `p_min` and `p_max`. Expected p_min <= p_max. "
+                f"Received: p_min={p_min}, p_max={p_max}"
+            )
+        self.p_min, self.p_max, self.smoothing = float(p_min), float(p_max), float(smoothing)
+        self.include_largest = bool(include_largest)
+
+    def sample(self, rng):
+        if not self.include_largest:
+            return self._draw(rng, self.paths_per_step)
+        largest = self.space.largest().to_vector()[None, :]
+        return np.concatenate([largest, self._draw(rng, self.paths_per_step - 1)], axis=0)
+
+    def update(self, importance):
+        importance = np.asarray(importance, dtype=float)
+        if importance.shape != (self.space.num_gates,) or not np.all(np.isfinite(importance)):
+            raise ValueError(
+                f"Invalid value for argument `importance`. Expected {self.space.num_gates} finite "
+                f"values in [0, 1]. Received: {importance!r}"
+            )
+        target = self.p_min + (self.p_max - self.p_min) * np.clip(importance, 0.0, 1.0)
+        self.gate_probs = self.smoothing * self.gate_probs + (1.0 - self.smoothing) * target
+
+
+def get_sampler(name, space, paths_per_step=None, **kwargs):
+    """Builds a sampler by name.
+
+    Args:
+        name: one of ``SAMPLERS``.
+        space: the supernet's `ConfigSpace`.
+        paths_per_step: sub-networks per step (sandwich: derived from ``n_random``).
+        **kwargs: sampler-specific options (see the classes).
+
+    Returns:
+        A `Sampler`.
+
+    Raises:
+        ValueError: unknown name or options.
+
+    Example:
+        >>> sampler = get_sampler("tips", model.config_space, p_min=0.2)  # doctest: +SKIP
+    """
+    classes = {
+        "tips": TIPSSampler,
+        "uniform": UniformSampler,
+        "sandwich": SandwichSampler,
+        "stochastic_depth": StochasticDepthSampler,
+    }
+    if name not in classes:
+        raise ValueError(
+            f"Invalid value for argument `sampler`. Expected one of {SAMPLERS}. Received: sampler={name!r}"
+        )
+    if name == "sandwich":
+        if paths_per_step is not None and paths_per_step < 2:
+            raise ValueError(
+                "Invalid value for argument `paths_per_step`. The sandwich rule trains at least "
+                f"the largest and the smallest path (>= 2). Received: paths_per_step={paths_per_step}"
+            )
+        if paths_per_step is not None:
+            kwargs.setdefault("n_random", paths_per_step - 2)
+        return SandwichSampler(space, **kwargs)
+    try:
+        return classes[name](space, paths_per_step=1 if paths_per_step is None else paths_per_step, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"Invalid options for sampler {name!r}: {error}. Received: {kwargs!r}") from None
