@@ -41,12 +41,14 @@ def test_only_layers_of_the_configuration_change(trained, blobs):
 
 def test_recalibration_helps_small_configurations(trained, blobs):
     x, _, xv, yv = blobs
+    gains = []
     for config in ("largest", (1, [0, 0, 0, 0]), (0, [1, 0, 0, 0])):
         trained.set_config(config)
-        plain_loss, plain_acc = trained.evaluate(xv, yv, verbose=0)
+        plain = trained.evaluate(xv, yv, verbose=0)[1]
         with recalibrated(trained, config, x):
-            loss, acc = trained.evaluate(xv, yv, verbose=0)
-        assert loss < plain_loss and acc >= plain_acc, (config, plain_loss, loss, plain_acc, acc)
+            gains.append(trained.evaluate(xv, yv, verbose=0)[1] - plain)
+    # 128 validation images: one image is 0.008.
+    assert min(gains) >= 0 and np.mean(gains) > 0.1, gains
 
 
 def test_bad_arguments(trained):
