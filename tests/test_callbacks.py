@@ -66,6 +66,18 @@ def test_trained_supernet_is_accurate_at_both_exits(blobs):
         assert accuracy > floor, (config, accuracy)
 
 
+def test_recalibration_data_recalibrates_before_validation(supernet, blobs):
+    x, y, xv, yv = blobs
+    callback = tips.TIPSCallback(sampler="uniform", recalibration_data=x[:64])
+    supernet.fit(x[:64], y[:64], batch_size=32, epochs=1, validation_data=(xv[:32], yv[:32]),
+                 callbacks=[callback], verbose=0)
+    stem = supernet.get_layer("stem_bn")
+    features = keras.Model(supernet.inputs, supernet.get_layer("stem_conv").output)
+    # Batch size 128 > 64 images: one batch; stats = that batch's mean.
+    expected = features(x[:64]).numpy().mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(stem.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_nan_loss_stops_training_and_names_the_subnetwork(supernet, blobs):
     x = blobs[0][:64].copy()
     x[:] = np.nan

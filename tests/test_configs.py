@@ -46,3 +46,12 @@ def test_vector_round_trip_and_dict():
     config = Configuration(1, (0, 1, 1))
     assert Configuration.from_vector(config.to_vector()) == config
     assert config.to_dict(SPACE.gate_names) == {"exit": 1, "gates": {"a": 0, "b": 1, "c": 1}}
+
+
+def test_all_vectors_enumerates_each_subnetwork_once():
+    vectors = SPACE.all_vectors()
+    assert len(vectors) == 4 + 8  # exit 0: gates a, b; exit 1: a, b, c
+    assert len({tuple(v) for v in vectors}) == len(vectors)
+    np.testing.assert_array_equal(SPACE.canonical_vectors(vectors), vectors)
+    with pytest.raises(ValueError, match="more than limit=5"):
+        SPACE.all_vectors(limit=5)

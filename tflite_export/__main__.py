@@ -1,6 +1,11 @@
 """Command line: ``python -m tflite_export --model plain.keras --quantization int8
 --out out/b050 --representative rep.npz --validation val.npz --labels labels.txt``.
 
+Supernets: ``python -m tflite_export --model supernet.keras --front front.json
+--budgets 0.25 0.5 --quantization int8 --out out/`` exports the best sub-network
+of the Pareto front for each FLOPs budget into ``out/b025/``, ``out/b050/``
+(see `tflite_export.front`; all budgets are written together or not at all).
+
 Exit codes: 0 success, 2 bad usage or invalid input (argparse errors, missing
 files, bad arrays, existing output without --overwrite), 1 anything else.
 
@@ -42,8 +47,8 @@ def build_parser():
         description="Convert plain Keras sub-networks to TFLite (+ TFLM C array).",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="plain Keras model file (.keras)")
-    # source.add_argument("--front", ...)  <- supernet Pareto front (planned)
+    source.add_argument("--model", help="plain Keras model file (.keras); with --front: "
+                        "a tips_keras supernet")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quantization", default="float32", choices=QUANTIZATIONS)
     p.add_argument("--representative", help=".npz/.npy with calibration inputs")
@@ -61,6 +66,9 @@ def build_parser():
     p.add_argument("--micro-variable", default="g_model_data")
     p.add_argument("--route", default="signature", choices=("signature", "keras"))
     p.add_argument("--report-json", help="also write the report as JSON here")
+    from tflite_export import front
+
+    front.add_arguments(p)
     return p
 
 
@@ -93,8 +101,16 @@ def _load_json(path):
         raise UsageError(f"cannot read JSON {path}: {e}") from None
 
 
-def resolve_jobs(args):
-    """Turn the model-source options into export jobs."""
+def resolve_jobs(args, rep=None, val=None, labels=None):
+    """Turn the model-source options into export jobs.
+
+    Returns ``(jobs, rep, val, labels)``: the ``--front`` source fills in default data."""
+    if args.front:
+        from tflite_export import front
+
+        return front.resolve_front_jobs(
+            args, rep, val, labels, load_array=_load_array, load_json=_load_json,
+            job_cls=ExportJob, usage_error=UsageError)
     if args.model:
         path = Path(args.model)
         if not path.exists():
@@ -109,7 +125,7 @@ def resolve_jobs(args):
                 raise UsageError(f"cannot load model {path}: {e}") from None
 
         meta = _load_json(args.metadata) if args.metadata else {}
-        return [ExportJob(path.stem, load, Path(args.out), meta)]
+        return [ExportJob(path.stem, load, Path(args.out), meta)], rep, val, labels
     raise UsageError("no model source given")  # pragma: no cover
 
 
@@ -139,20 +155,29 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: 2 on bad usage, 0 for --help
         return int(e.code or 0)
+    from tflite_export import front
     from tflite_export.export import export_tflite
 
     try:
+        front.check_usage(args, UsageError)
         rep, val, labels = load_inputs(args)
-        jobs = resolve_jobs(args)
-        reports = []
-        for job in jobs:
-            report = export_tflite(
-                job.load_model(), job.out_dir, quantization=args.quantization,
+        jobs, rep, val, labels = resolve_jobs(args, rep, val, labels)
+
+        def export_one(job, out_dir):
+            return export_tflite(
+                job.load_model(), out_dir, quantization=args.quantization,
                 representative_data=rep, validation_data=val, labels=labels,
                 metadata=job.metadata, overwrite=args.overwrite,
                 micro=False if args.no_micro else None,
                 micro_variable=args.micro_variable, route=args.route,
             )
+
+        if args.front:
+            done = front.run_staged(jobs, args.out, args.overwrite, export_one)
+        else:
+            done = [export_one(job, job.out_dir) for job in jobs]
+        reports = []
+        for report in done:
             print(report.table())
             reports.append(report.to_dict())
     except (UsageError, ValueError, FileExistsError) as e:

@@ -12,7 +12,11 @@ Example:
     >>> cb.importance, tips.flops(model, "smallest")  # doctest: +SKIP
 """
 
-from tips_keras import configs
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # silence TF C++ start-up logs unless the user set it
+
+from tips_keras import configs  # noqa: E402
 from tips_keras import dtmc
 from tips_keras import sampling
 from tips_keras import zoo

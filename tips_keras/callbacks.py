@@ -20,6 +20,7 @@ import numpy as np
 
 from tips_keras import dtmc
 from tips_keras import sampling
+from tips_keras.batchnorm import recalibrate_batchnorm
 from tips_keras.model import AnytimeModel
 
 SCORES = ("log", "sum")
@@ -29,7 +30,8 @@ class TIPSCallback(keras.callbacks.Callback):
     """Trains an anytime supernet with TIPS (or a baseline sampler) inside ``model.fit``.
 
     Args:
-        sampler: ``"tips"`` (default), ``"uniform"``, ``"sandwich"`` or ``"stochastic_depth"``.
+        sampler: ``"tips"`` (default), ``"uniform"``, ``"sandwich"`` or ``"stochastic_depth"``, or
+            a callable ``space -> tips_keras.sampling.Sampler`` for a custom rule.
         paths_per_step: sub-networks trained per batch (gradients averaged in one optimizer
             step). Default 1, and 4 for the sandwich rule (largest + smallest + 2 random).
         distillation: in-place distillation weight in [0, 1]: paths after the first learn
@@ -41,6 +43,11 @@ class TIPSCallback(keras.callbacks.Callback):
         eval_config: configuration evaluated during validation and left active after training
             (``"largest"`` by default; any form accepted by `ConfigSpace.resolve`).
         terminate_on_nan: stop training when the loss becomes NaN/Inf, naming the sub-network.
+        recalibration_data: optional training inputs (a few batches); when given, BatchNorm
+            statistics are recalibrated for ``eval_config`` before each validation and at the end
+            of training, so the logged ``val_*`` metrics describe that sub-network as it would be
+            deployed. Moving statistics are not used by training steps, so this does not change
+            training.
         **sampler_options: options of the sampler (e.g. ``p_min``, ``p_max``, ``smoothing`` for
             TIPS, ``n_random`` for sandwich, ``final_survival`` for stochastic depth).
 
@@ -70,13 +77,14 @@ class TIPSCallback(keras.callbacks.Callback):
         score="log",
         eval_config="largest",
         terminate_on_nan=True,
+        recalibration_data=None,
         **sampler_options,
     ):
         super().__init__()
-        if sampler not in sampling.SAMPLERS:
+        if not callable(sampler) and sampler not in sampling.SAMPLERS:
             raise ValueError(
-                f"Invalid value for argument `sampler`. Expected one of {sampling.SAMPLERS}. "
-                f"Received: sampler={sampler!r}"
+                f"Invalid value for argument `sampler`. Expected one of {sampling.SAMPLERS} or a "
+                f"callable space -> Sampler. Received: sampler={sampler!r}"
             )
         if score not in SCORES:
             raise ValueError(
@@ -115,6 +123,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.eval_config = eval_config
         self.terminate_on_nan = terminate_on_nan
         self.sampler_options = sampler_options
+        self.recalibration_data = recalibration_data
         self.sampler = None
         self.importance = {}
         self.history = []
@@ -136,9 +145,17 @@ class TIPSCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         model = self.model
         space = model.config_space
-        self.sampler = sampling.get_sampler(
-            self.sampler_name, space, paths_per_step=self.paths_per_step, **self.sampler_options
-        )
+        if callable(self.sampler_name):
+            self.sampler = self.sampler_name(space)
+            if not isinstance(self.sampler, sampling.Sampler):
+                raise ValueError(
+                    "Invalid value for argument `sampler`. A callable must return a "
+                    f"tips_keras.sampling.Sampler. Received: {type(self.sampler).__name__}"
+                )
+        else:
+            self.sampler = sampling.get_sampler(
+                self.sampler_name, space, paths_per_step=self.paths_per_step, **self.sampler_options
+            )
         controller = model.controller
         if self.sampler.adaptive and float(keras.ops.convert_to_numpy(controller.updates)) > 0:
             # Resumed (BackupAndRestore or loaded weights): continue the stored distribution.
@@ -186,12 +203,18 @@ class TIPSCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     # -- validation ---------------------------------------------------------------------------
+    def _activate_eval_config(self):
+        if self.recalibration_data is None:
+            self.model.set_config(self.eval_config)
+        else:
+            recalibrate_batchnorm(self.model, self.eval_config, self.recalibration_data)
+
     def on_test_begin(self, logs=None):
-        self.model.set_config(self.eval_config)
+        self._activate_eval_config()
 
     def on_train_end(self, logs=None):
         self.model.release_paths()
-        self.model.set_config(self.eval_config)
+        self._activate_eval_config()
 
     # -- per epoch ----------------------------------------------------------------------------
     def compute_importance(self, vectors):

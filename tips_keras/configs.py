@@ -90,6 +90,30 @@ class ConfigSpace:
         vectors[:, :-1] = np.where(keep, (vectors[:, :-1] > 0.5).astype(np.float32), 0.0)
         return vectors
 
+    def all_vectors(self, limit=1 << 16):
+        """Every distinct (canonical) configuration as control vectors (N, G + 1).
+
+        Only for small spaces (search larger ones with `tips_keras.search`).
+
+        Raises:
+            ValueError: the space has more than ``limit`` configurations.
+        """
+        min_exit = np.asarray(self.gate_min_exit)
+        counts = [1 << int((min_exit <= e).sum()) for e in range(self.num_exits)]
+        if sum(counts) > limit:
+            raise ValueError(
+                f"The configuration space has {sum(counts)} configurations, more than "
+                f"limit={limit}. Use tips_keras.search for large spaces."
+            )
+        rows = []
+        for exit_index, count in enumerate(counts):
+            relevant = np.flatnonzero(min_exit <= exit_index)
+            codes = np.arange(count)[:, None]
+            bits = np.zeros((count, self.num_gates), dtype=np.float32)
+            bits[:, relevant] = (codes >> np.arange(len(relevant))[None, :]) & 1
+            rows.append(np.concatenate([bits, np.full((count, 1), exit_index, np.float32)], axis=1))
+        return np.concatenate(rows, axis=0)
+
     def resolve(self, config):
         """Turns any accepted form of a configuration into a validated `Configuration`.
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for tips-keras: the offline dataset (Debian package) and a virtual
+# environment in .venv with the pinned stack. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    echo "[setup] installing the Fashion-MNIST Debian package (dataset-fashion-mnist)"
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
+fi
+
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+stamp=".venv/.tips-keras-setup"
+want="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+echo "[setup] creating .venv with $($PYTHON --version)"
+"$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+# Optional QAT stack (tf_keras + tfmot) without pulling a second TensorFlow wheel.
+.venv/bin/python -m pip install -q --no-deps tf-keras==2.21.0 tensorflow-model-optimization==0.8.1 dm-tree mock
+echo "$want" > "$stamp"
+echo "[setup] done"

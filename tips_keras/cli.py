@@ -1,0 +1,80 @@
+"""`tips-keras` command line: demo | train (search and export are added by their modules).
+
+Exit codes: 0 success, 2 bad usage or invalid input (message on stderr), 1 unexpected failure.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SAMPLERS = ("tips", "uniform", "sandwich", "stochastic_depth")
+DATASETS = ("fashion_mnist", "mnist_5k")
+
+
+def _widths(text):
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_training_args(parser, epochs, train_size):
+    parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist", help="embedded offline dataset (default: %(default)s)")
+    parser.add_argument("--train-size", type=_positive, default=train_size, help="training images (default: %(default)s)")
+    parser.add_argument("--epochs", type=_positive, default=epochs, help="training epochs (default: %(default)s)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tips", help="path sampler (default: %(default)s)")
+    parser.add_argument("--widths", type=_widths, default=(16, 32, 64), help="channels per stage (default: 16,32,64)")
+    parser.add_argument("--blocks", type=_positive, default=2, help="gated blocks per stage (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tips-keras",
+        description="Anytime neural networks trained with TIPS (Topologically Important Path Sampling).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train}")
+    demo = sub.add_parser("demo", help="train a supernet on embedded data and print the accuracy/FLOPs menu",
+                          description="Train an anytime ResNet with TIPS on the embedded (offline) dataset, then "
+                          "print accuracy and FLOPs of the largest, a middle and the smallest configuration.")
+    _add_training_args(demo, epochs=5, train_size=10000)
+    demo.add_argument("--out", default="runs/demo", help="output directory (default: %(default)s)")
+    train = sub.add_parser("train", help="train a supernet and save it as .keras",
+                           description="Train an anytime ResNet with a path sampler; writes supernet.keras, "
+                           "summary.json and importance.png into --out.")
+    _add_training_args(train, epochs=10, train_size=20000)
+    train.add_argument("--out", default="runs/train", help="output directory (default: %(default)s)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in ("demo", "train"):
+            from tips_keras.demo import run_demo
+
+            run_demo(dataset=args.dataset, train_size=args.train_size, epochs=args.epochs, sampler=args.sampler,
+                     widths=args.widths, blocks_per_stage=args.blocks, batch_size=args.batch_size,
+                     seed=args.seed, out_dir=args.out, verbose=2 if args.command == "demo" else 1)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"tips-keras {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

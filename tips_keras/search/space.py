@@ -1,0 +1,225 @@
+"""The search space of an anytime supernet: configurations, their FLOPs, budgets and repairs.
+
+Pure numpy around one Keras call (`tips_keras.analytic_flops.cost_vectors`, exact and
+vectorised): the oracles build, repair and de-duplicate configurations here as control vectors
+``[gate bits..., exit]`` (`tips_keras.Configuration.to_vector`), always in canonical form (bits of
+gates after the exit are 0, so equal sub-networks have equal vectors).
+"""
+
+import math
+
+import keras
+import keras_tuner
+import numpy as np
+
+from tips_keras import analytic_flops
+from tips_keras.configs import Configuration
+
+EXIT_HP = "exit"
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def budget_to_flops(budget, full_flops, arg="budget"):
+    """Turns a budget into absolute FLOPs: ``<= 1`` is a fraction of ``full_flops``, ``> 1`` absolute.
+
+    Raises:
+        ValueError: not a positive finite number.
+
+    Example:
+        >>> budget_to_flops(0.5, 1000), budget_to_flops(300, 1000)
+        (500, 300)
+    """
+    if not _is_number(budget) or not math.isfinite(budget) or budget <= 0:
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a positive number: a fraction of the "
+            f"full FLOPs if <= 1, else absolute FLOPs. Received: {arg}={budget!r}"
+        )
+    return int(math.floor(budget * full_flops + 1e-9)) if budget <= 1 else int(budget)
+
+
+class SearchSpace:
+    """Configurations of a supernet with exact FLOPs, importance and budget repairs.
+
+    Args:
+        model: a gated supernet (`tips_keras.AnytimeModel`).
+        importance: per-gate importance in [0, 1] (default: ``model.controller.importance``).
+            All zeros (a supernet not trained with TIPS) is treated as uniform (0.5 each).
+
+    Example:
+        >>> space = SearchSpace(tips_keras.zoo.anytime_resnet())  # doctest: +SKIP
+        >>> space.resolve_budgets([0.5, 1.0])  # doctest: +SKIP
+        array([11882624, 23765248])
+    """
+
+    def __init__(self, model, importance=None):
+        self.model = model
+        cs = model.config_space
+        self.config_space = cs
+        self.gate_names = tuple(cs.gate_names)
+        self.gate_min_exit = np.asarray(cs.gate_min_exit, dtype=int)
+        self.num_gates, self.num_exits = cs.num_gates, cs.num_exits
+        if importance is None:
+            importance = keras.ops.convert_to_numpy(model.controller.importance)
+        importance = np.asarray(importance, dtype=np.float64).reshape(-1)
+        if importance.shape != (self.num_gates,) or not np.all(np.isfinite(importance)):
+            raise ValueError(
+                f"Invalid value for argument `importance`. Expected {self.num_gates} finite values "
+                f"(one per gate). Received: importance={importance.tolist()}"
+            )
+        importance = np.clip(importance, 0.0, 1.0)
+        self.importance_given = bool(importance.any())
+        self.importance = importance if self.importance_given else np.full(self.num_gates, 0.5)
+        flops, _ = self.cost(np.stack([cs.largest().to_vector(), cs.smallest().to_vector()]))
+        self.full_flops, self.smallest_flops = int(flops[0]), int(flops[1])
+        largest = cs.largest().to_vector()
+        off = np.repeat(largest[None], self.num_gates, axis=0)
+        off[np.arange(self.num_gates), np.arange(self.num_gates)] = 0.0
+        self.gate_flops = self.full_flops - self.cost(off)[0]  # marginal FLOPs of each gate
+        # Repairs switch off the least important gates first (then the most expensive ones).
+        self.off_order = np.lexsort((-self.gate_flops, self.importance))
+        self.on_order = self.off_order[::-1]
+
+    # -- sizes, conversions ---------------------------------------------------------------------
+    @property
+    def size(self):
+        """Number of distinct (canonical) configurations."""
+        return int(sum(2 ** int((self.gate_min_exit <= e).sum()) for e in range(self.num_exits)))
+
+    def all_vectors(self):
+        """Every canonical configuration as an array (size, G + 1); only for small spaces."""
+        return self.config_space.all_vectors(limit=1 << 16)
+
+    def canonical(self, vectors):
+        """Canonical form of an array (T, G + 1) of control vectors (bits after the exit = 0)."""
+        return self.config_space.canonical_vectors(np.atleast_2d(vectors))
+
+    def relevant(self, vectors):
+        """Boolean (T, G): which gates matter for each vector's exit."""
+        exits = np.rint(np.atleast_2d(vectors)[:, -1]).astype(int)
+        return self.gate_min_exit[None, :] <= exits[:, None]
+
+    def cost(self, vectors):
+        """Exact ``(flops, params)`` int arrays for an array (T, G + 1) of control vectors."""
+        rows = analytic_flops.cost_vectors(self.model, np.atleast_2d(vectors))
+        costs = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        return costs[:, 0], costs[:, 1]
+
+    def key(self, vector):
+        """A hashable key of a (canonical) vector."""
+        return tuple(int(round(float(v))) for v in vector)
+
+    def to_config(self, vector):
+        """`tips_keras.Configuration` of a control vector."""
+        return Configuration.from_vector(vector)
+
+    def hyperparameters(self):
+        """keras-tuner space: ``Int("exit", 0, E - 1)`` and one ``Boolean(gate name)`` per gate."""
+        hp = keras_tuner.HyperParameters()
+        hp.Int(EXIT_HP, 0, self.num_exits - 1)
+        for name in self.gate_names:
+            hp.Boolean(name)
+        return hp
+
+    def to_values(self, vector):
+        """keras-tuner values ``{"exit": e, gate name: bool}`` of a control vector."""
+        vector = self.canonical(vector)[0]
+        values = {EXIT_HP: int(round(float(vector[-1])))}
+        values.update({n: bool(b > 0.5) for n, b in zip(self.gate_names, vector[:-1])})
+        return values
+
+    def from_values(self, values):
+        """Canonical control vector of keras-tuner values (inverse of `to_values`)."""
+        bits = [float(bool(values.get(n, False))) for n in self.gate_names]
+        return self.canonical(np.asarray(bits + [float(values[EXIT_HP])], dtype=np.float32))[0]
+
+    # -- budgets ------------------------------------------------------------------------------
+    def resolve_budgets(self, budgets):
+        """Absolute FLOPs of ``budgets`` (fractions <= 1 or absolute FLOPs), sorted, unique.
+
+        Raises:
+            ValueError: empty, not positive numbers, or one smaller than the smallest
+                configuration (the message names its FLOPs).
+        """
+        values = list(budgets) if isinstance(budgets, (list, tuple, np.ndarray)) else [budgets]
+        if not values:
+            raise ValueError("Invalid value for argument `budgets`. Expected a non-empty list of "
+                             f"FLOPs budgets. Received: budgets={budgets!r}")
+        try:
+            absolute = [budget_to_flops(b, self.full_flops, "budgets") for b in values]
+        except ValueError:
+            raise ValueError(
+                "Invalid value for argument `budgets`. Expected positive numbers: fractions of the "
+                f"full FLOPs ({self.full_flops}) if <= 1, else absolute FLOPs. Received: "
+                f"budgets={list(values)!r}"
+            ) from None
+        if min(absolute) < self.smallest_flops:
+            raise ValueError(
+                "Invalid value for argument `budgets`: a budget is below the smallest "
+                f"configuration; the smallest configuration has {self.smallest_flops} FLOPs "
+                f"({self.smallest_flops / self.full_flops:.4f} of the full {self.full_flops}). "
+                f"Received: budgets={list(values)!r} ({sorted(absolute)} FLOPs)"
+            )
+        return np.unique(np.asarray(absolute, dtype=np.int64))
+
+    # -- constructions --------------------------------------------------------------------------
+    def random_vectors(self, rng, n, on_prob=None, exits=None):
+        """``n`` canonical vectors: uniform exits (or ``exits``), gate bits ~ Bernoulli(on_prob)."""
+        p = np.full(self.num_gates, 0.5) if on_prob is None else np.asarray(on_prob)
+        bits = (rng.random((n, self.num_gates)) < p[None, :]).astype(np.float32)
+        if exits is None:
+            exits = rng.integers(0, self.num_exits, n)
+        return self.canonical(np.concatenate([bits, np.asarray(exits, np.float32).reshape(-1, 1)], 1))
+
+    def repair(self, vectors, budget):
+        """Makes every vector fit ``budget``: switches off on-gates, least important first, then
+        moves to an earlier exit, until it fits (vectorised; exact FLOPs at every step).
+
+        Args:
+            vectors: array (T, G + 1).
+            budget: absolute FLOPs (at least the smallest configuration's).
+
+        Returns:
+            Canonical vectors (T, G + 1) whose FLOPs are ``<= budget``.
+        """
+        v = self.canonical(vectors).copy()
+        for _ in range(self.num_gates + self.num_exits + 1):
+            over = np.flatnonzero(self.cost(v)[0] > budget)
+            if not len(over):
+                return v
+            bits = v[over][:, self.off_order] > 0.5
+            has_on = bits.any(axis=1)
+            rows = over[has_on]
+            v[rows, self.off_order[np.argmax(bits[has_on], axis=1)]] = 0.0
+            rows = over[~has_on]
+            v[rows, -1] = np.maximum(v[rows, -1] - 1, 0)
+            v = self.canonical(v)
+        raise RuntimeError(f"Could not repair configurations to fit {budget} FLOPs.")  # unreachable
+
+    def fill(self, vectors, budget, rng=None, noise=0.0):
+        """Switches on off-gates while the vector still fits ``budget`` (greedy, vectorised).
+
+        Gates are tried in order of importance (most important first); with ``rng`` and
+        ``noise > 0`` each vector gets its own order from Gumbel-perturbed log-importance.
+        """
+        v = self.canonical(vectors).copy()
+        n = len(v)
+        if rng is not None and noise > 0:
+            scores = np.log(self.importance + 1e-3)[None, :] + noise * rng.gumbel(size=(n, self.num_gates))
+            orders = np.argsort(-scores, axis=1)
+        else:
+            orders = np.repeat(self.on_order[None, :], n, axis=0)
+        relevant = self.relevant(v)
+        rows = np.arange(n)
+        for k in range(self.num_gates):
+            gate = orders[:, k]
+            candidates = rows[relevant[rows, gate] & (v[rows, gate] < 0.5)]
+            if not len(candidates):
+                continue
+            trial = v[candidates].copy()
+            trial[np.arange(len(candidates)), gate[candidates]] = 1.0
+            fits = self.cost(trial)[0] <= budget
+            v[candidates[fits]] = trial[fits]
+        return v
