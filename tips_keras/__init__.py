@@ -16,10 +16,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # silence TF C++ start-up logs unless the user set it
 
-from tips_keras import configs  # noqa: E402
+from tips_keras import batchnorm  # noqa: E402
+from tips_keras import configs
+from tips_keras import data
 from tips_keras import dtmc
+from tips_keras import plots
 from tips_keras import sampling
 from tips_keras import zoo
+from tips_keras.batchnorm import recalibrate_batchnorm
+from tips_keras.batchnorm import recalibrated
 from tips_keras.callbacks import TIPSCallback
 from tips_keras.configs import ConfigSpace
 from tips_keras.configs import Configuration
@@ -31,5 +36,6 @@ from tips_keras.layers import PathGate
 from tips_keras.layers import SubnetController
 from tips_keras.model import AnytimeModel
 from tips_keras.topology import read_topology
+from tips_keras.wrap import anytime
 
 __version__ = "0.1.0"

@@ -116,7 +116,11 @@ def layer_macs(layer, input_shapes, output_shape):
         ValueError: the layer has weights and no counting rule.
     """
     if isinstance(layer, (gl.PathGate, gl.ExitHead)):
-        return module_macs(layer.layer)
+        inner = layer.layer
+        if _as_functional(inner) is not None or inner._inbound_nodes:
+            return module_macs(inner)
+        # A plain layer built by its wrapper: it sees the wrapper's data input and output shapes.
+        return layer_macs(inner, list(input_shapes)[:1], output_shape)
     if isinstance(layer, (gl.SubnetController, gl.ExitSelector)):
         return 0
     if _as_functional(layer) is not None:

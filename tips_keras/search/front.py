@@ -289,18 +289,24 @@ def _atomic_write(path, data):
         raise
 
 
+def make_point(space, values, metrics, trial_id=None):
+    """A `ParetoPoint` from keras-tuner hyperparameter values and the metrics of a trial."""
+    vector = space.from_values(values)
+    config = space.to_config(vector)
+    flops, params = (int(v[0]) for v in space.cost(vector))
+    no_recal = metrics.get("accuracy_no_recal")
+    return ParetoPoint(config.exit, dict(zip(space.gate_names, config.gates)), flops, params,
+                       float(metrics["accuracy"]), None if no_recal is None else float(no_recal),
+                       None if trial_id is None else str(trial_id))
+
+
 def from_trials(trials, space, budgets, metadata=None):
-    """Builds a `ParetoFront` from completed keras-tuner trials of a configuration search."""
+    """Builds a `ParetoFront` from the completed keras-tuner trials of a configuration search."""
     points = []
     for t in trials:
-        if str(getattr(t, "status", "")) != "COMPLETED" or not t.metrics.exists("accuracy"):
+        if t.status != "COMPLETED" or not t.metrics.exists("accuracy"):
             continue
-        vector = space.from_values(t.hyperparameters.values)
-        config = space.to_config(vector)
-        flops, params = (int(v[0]) for v in space.cost(vector))
-        no_recal = (t.metrics.get_last_value("accuracy_no_recal")
-                    if t.metrics.exists("accuracy_no_recal") else None)
-        points.append(ParetoPoint(config.exit, dict(zip(space.gate_names, config.gates)), flops,
-                                  params, float(t.metrics.get_last_value("accuracy")), no_recal,
-                                  str(t.trial_id)))
+        metrics = {name: t.metrics.get_last_value(name) for name in ("accuracy", "accuracy_no_recal")
+                   if t.metrics.exists(name)}
+        points.append(make_point(space, t.hyperparameters.values, metrics, t.trial_id))
     return ParetoFront(points, space.full_flops, budgets, metadata)

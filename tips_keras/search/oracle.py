@@ -80,7 +80,10 @@ class ConfigOracle(keras_tuner.Oracle):
             "budgets": [int(b) for b in self.budgets],
             **(fingerprint or {}),
         }
-        self.proposals = {}  # trial_id -> {"budget": FLOPs targeted, "origin": how proposed}
+        # trial_id -> {"target": budget of its round-robin turn, "budget": the FLOPs limit it
+        # was proposed under (the target, or the largest budget once the target's configurations
+        # are exhausted), "origin": seed / mutation / importance / random / enumeration}
+        self.proposals = {}
         self._all = None
 
     # -- keras-tuner hooks --------------------------------------------------------------------
@@ -88,10 +91,10 @@ class ConfigOracle(keras_tuner.Oracle):
         n = int(trial_id)
         target = int(self.budgets[n % len(self.budgets)])
         rng = np.random.default_rng([self.search_seed, n])
-        vector, origin = self._choose(target, rng)
+        vector, origin, limit = self._choose(target, rng)
         if vector is None:
             return {"status": trial_module.TrialStatus.STOPPED, "values": None}
-        self.proposals[str(trial_id)] = {"budget": target, "origin": origin}
+        self.proposals[str(trial_id)] = {"target": target, "budget": limit, "origin": origin}
         return {"status": trial_module.TrialStatus.RUNNING, "values": self.space.to_values(vector)}
 
     def get_state(self):
@@ -135,7 +138,7 @@ class ConfigOracle(keras_tuner.Oracle):
             for origin, candidates in self._propose(target, rng, round_index):
                 vector = self._first_new(candidates, target)
                 if vector is not None:
-                    return vector, origin
+                    return vector, origin, target
         return self._enumerated(target, rng)
 
     def _is_new(self, vector):
@@ -155,9 +158,11 @@ class ConfigOracle(keras_tuner.Oracle):
         return None
 
     def _enumerated(self, target, rng):
-        """An untried configuration drawn from the enumerated space; (None, None) when exhausted."""
+        """``(vector, origin, limit)``: an untried configuration drawn from the enumerated space
+        under ``target`` or, when none is left there, under the largest budget; Nones when the
+        space is exhausted (or too large to enumerate)."""
         if self.space.size > _ENUMERATION_LIMIT:
-            return None, None
+            return None, None, None
         if self._all is None:
             vectors = self.space.all_vectors()
             self._all = (vectors, self.space.cost(vectors)[0])
@@ -165,8 +170,8 @@ class ConfigOracle(keras_tuner.Oracle):
         for limit in (target, int(self.budgets[-1])):
             pool = [v for v in vectors[flops <= limit] if self._is_new(v)]
             if pool:
-                return pool[int(rng.integers(len(pool)))], "enumeration"
-        return None, None
+                return pool[int(rng.integers(len(pool)))], "enumeration", limit
+        return None, None, None
 
 
 class RandomOracle(ConfigOracle):

@@ -1,0 +1,115 @@
+"""`ExitSearch`: the one-call search for the best configuration of a supernet per FLOPs budget."""
+
+from tips_keras.model import AnytimeModel
+from tips_keras.search import front as front_lib
+from tips_keras.search import tuner as tuner_lib
+from tips_keras.search.evaluate import ConfigEvaluator
+from tips_keras.search.oracle import get_oracle
+from tips_keras.search.space import SearchSpace
+
+
+class ExitSearch:
+    """Searches exits and gates of a trained supernet under FLOPs budgets with keras-tuner.
+
+    Each trial is one configuration, evaluated on the validation data without training or
+    rebuilding (`ConfigEvaluator`); the oracle enforces the budgets (`TIPSOracle` guided by the
+    supernet's TIPS importance, or the `RandomOracle` baseline). The keras-tuner project in
+    ``directory/project_name`` records every trial; ``overwrite=False`` resumes it (the trial
+    count continues up to the new ``max_trials``). Run the same script with keras-tuner's
+    ``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT`` set to search
+    with one chief and several workers (workers never delete the project directory).
+
+    Args:
+        model: a trained `tips_keras.AnytimeModel`.
+        validation_data: ``(x_val, y_val)`` NumPy arrays (integer or one-hot labels).
+        budgets: FLOPs budgets: fractions of the full FLOPs (<= 1) or absolute FLOPs (> 1).
+        max_trials: configurations to evaluate (the search stops earlier when every
+            configuration under the largest budget was evaluated).
+        oracle: ``"tips"`` (importance-guided), ``"random"``, or a `ConfigOracle` instance.
+        directory: keras-tuner working directory.
+        project_name: keras-tuner project name (a folder in ``directory``).
+        overwrite: start afresh (True) or resume an existing project (False).
+        recalibration_data: training images for per-configuration BatchNorm recalibration
+            (None: evaluate with the shared statistics).
+        recalibration_batches: forward passes per recalibration (of
+            ``recalibration_batch_size`` images).
+        recalibration_batch_size: images per recalibration pass.
+        batch_size: validation images per forward pass.
+        seed: seed of the oracle's proposals.
+        importance: per-gate importance (default: ``model.controller.importance``; all zeros
+            means uniform).
+        progress: show a tqdm progress bar.
+        **oracle_kwargs: more oracle options (e.g. ``mutation_rate`` for ``"tips"``).
+
+    Raises:
+        ValueError: not an anytime supernet, bad budgets (e.g. one below the smallest
+            configuration: the message names its FLOPs), bad validation data, unknown oracle,
+            or a resumed project made with another supernet / budgets / validation data.
+
+    Example:
+        >>> search = tips.search.ExitSearch(model, validation_data=(x_val, y_val),
+        ...                                 budgets=[0.25, 0.5, 0.75, 1.0], max_trials=300,
+        ...                                 directory="runs/search")  # doctest: +SKIP
+        >>> front = search.run()  # doctest: +SKIP
+        >>> print(front.table()); front.best(0.5); front.plot("pareto.png")  # doctest: +SKIP
+    """
+
+    def __init__(self, model, validation_data, budgets=(0.25, 0.5, 0.75, 1.0), max_trials=100,
+                 oracle="tips", directory="runs/search", project_name="exit_search", overwrite=False,
+                 recalibration_data=None, recalibration_batches=4, recalibration_batch_size=128,
+                 batch_size=256, seed=0, importance=None, progress=True, **oracle_kwargs):
+        if not isinstance(model, AnytimeModel):
+            raise ValueError("Invalid value for argument `model`. Expected a tips_keras.AnytimeModel "
+                             "(a gated supernet from tips_keras.zoo or tips_keras.anytime). "
+                             f"Received: model of type {type(model).__name__}")
+        self.model = model
+        self.space = SearchSpace(model, importance=importance)
+        self.evaluator = ConfigEvaluator(
+            model, validation_data, batch_size=batch_size, recalibration_data=recalibration_data,
+            recalibration_batches=recalibration_batches,
+            recalibration_batch_size=recalibration_batch_size)
+        recal = None if recalibration_data is None else [
+            len(self.evaluator.recalibration_data), recalibration_batches, recalibration_batch_size]
+        fingerprint = {"validation": self.evaluator.fingerprint, "recalibration": recal}
+        self.oracle = get_oracle(oracle, self.space, budgets, max_trials=max_trials, seed=seed,
+                                 fingerprint=fingerprint, **oracle_kwargs)
+        self.budgets = list(self.oracle.budget_values)
+        self.tuner = tuner_lib.ConfigTuner(
+            self.oracle, self.evaluator, self.space, progress=progress, directory=directory,
+            project_name=project_name, overwrite=bool(overwrite) and not tuner_lib.is_worker())
+        self.metadata = {
+            "model": model.name, "oracle": self.oracle.kind, "seed": seed,
+            "importance": dict(zip(self.space.gate_names, map(float, self.space.importance))),
+            "importance_from_training": self.space.importance_given,
+            "validation_examples": self.evaluator.num_examples,
+            "recalibration": None if recal is None else dict(zip(("images", "batches", "batch_size"), recal)),
+        }
+
+    def run(self):
+        """Runs the search (keras-tuner drives it) and returns the `ParetoFront`.
+
+        In a keras-tuner worker process the front holds only the configurations that worker
+        evaluated; the chief's front holds all of them. The supernet's active configuration is
+        restored afterwards.
+
+        Returns:
+            A `tips_keras.search.ParetoFront`.
+        """
+        active = self.model.get_active_config()
+        try:
+            self.tuner.search(verbose=0)
+        finally:
+            self.model.set_config(active)
+        return self.front()
+
+    def front(self):
+        """The `ParetoFront` of the trials completed so far (a worker: its own trials)."""
+        metadata = dict(self.metadata)
+        if tuner_lib.is_worker():
+            points = [front_lib.make_point(self.space, values, metrics, trial_id)
+                      for trial_id, values, metrics in self.tuner.results]
+            metadata["trials"] = len(points)
+            return front_lib.ParetoFront(points, self.space.full_flops, self.budgets, metadata)
+        trials = list(self.oracle.trials.values())
+        metadata["trials"] = len(trials)
+        return front_lib.from_trials(trials, self.space, self.budgets, metadata)
