@@ -183,12 +183,17 @@ def _as_blocks(adjacencies):
                 "Invalid value for argument `adjacencies`. Expected matrices of one "
                 f"shape {shape}. Received: adjacencies[{i}] with shape {block.shape}"
             )
-        if block.nnz and (not np.all(np.isfinite(block.data)) or block.data.min() < 0):
-            raise ValueError(
-                "Invalid value for argument `adjacencies`. Expected finite non-negative "
-                f"entries. Received: adjacencies[{i}] with min {block.data.min()!r}"
-            )
+        _check_nonnegative_entries(block, "adjacencies", f"adjacencies[{i}]")
     return blocks
+
+
+def _check_nonnegative_entries(mat, argument, label):
+    """Raises a ValueError when a sparse matrix has a negative or non-finite stored entry."""
+    if mat.nnz and (not np.all(np.isfinite(mat.data)) or mat.data.min() < 0):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected finite non-negative entries. "
+            f"Received: {label} with min entry {mat.data.min()!r}"
+        )
 
 
 def _sparse_is_symmetric(mat):
@@ -207,11 +212,7 @@ def _as_sparse_square(H):
             "Invalid value for argument `H`. Expected a non-empty square matrix. "
             f"Received: H with shape {mat.shape}"
         )
-    if mat.nnz and (not np.all(np.isfinite(mat.data)) or mat.data.min() < 0):
-        raise ValueError(
-            "Invalid value for argument `H`. Expected finite non-negative entries. "
-            f"Received: H with min entry {mat.data.min()!r}"
-        )
+    _check_nonnegative_entries(mat, "H", "H")
     return mat
 
 
