@@ -13,9 +13,13 @@ extracts each (`tips_keras.export.extract`, recalibrated), exports float32 and f
   the sub-network divided by the full network's, beside its FLOPs ratio (goal: latency ratio
   within 1.3x of the FLOPs ratio).
 
+With ``--qat-epochs N`` each sub-network is also fine-tuned with tfmot quantization-aware training
+(`tips_keras.qat`, optional ``qat`` extra) and its int8 accuracy printed beside PTQ's.
+
 Usage:
-    python benchmarks/export_benchmark.py            # full run (~5-8 min on 2 cores, cached)
-    python benchmarks/export_benchmark.py --quick    # smoke test (~1 min)
+    python benchmarks/export_benchmark.py                 # ~4 min training (cached) + ~5 min
+    python benchmarks/export_benchmark.py --qat-epochs 1  # + ~1-3 min of QAT per budget
+    python benchmarks/export_benchmark.py --quick         # smoke test (~2 min)
 """
 
 import argparse
@@ -45,23 +49,33 @@ BUDGETS = (0.25, 0.5, 0.75, 1.0)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny smoke run (no cache, few images)")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--train-size", type=int, default=20000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-size", type=int, default=9600)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--test-size", type=int, default=None, help="default: all 10,000")
-    p.add_argument("--candidates", type=int, default=3, help="configurations evaluated per budget")
-    p.add_argument("--latency-runs", type=int, default=300)
+    p.add_argument("--candidates", type=int, default=2,
+                   help="configurations evaluated per exit and budget")
+    p.add_argument("--latency-runs", type=int, default=1000)
+    p.add_argument("--qat-epochs", type=int, default=0,
+                   help="also fine-tune each sub-network with tfmot QAT (tips_keras.qat) for this "
+                        "many epochs and report its int8 accuracy (0: off)")
+    p.add_argument("--qat-size", type=int, default=4000, help="training images for QAT")
     p.add_argument("--retrain", action="store_true", help="ignore the cached supernet")
-    p.add_argument("--out", default=str(CACHE / "export_benchmark"), help="export directory")
+    p.add_argument("--out", default=None,
+                   help="export directory (default benchmarks/.cache/export_benchmark[_quick])")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
-        args.epochs, args.train_size, args.candidates, args.latency_runs = 1, 2000, 1, 50
+        args.epochs, args.train_size, args.candidates, args.latency_runs = 1, 1280, 1, 50
         args.test_size = args.test_size or 1000
+    if args.out is None:
+        args.out = str(CACHE / ("export_benchmark_quick" if args.quick else "export_benchmark"))
     return args
 
 
 def supernet(args, data):
-    path = CACHE / f"anytime_resnet_fmnist_n{args.train_size}_e{args.epochs}_s{args.seed}.keras"
+    path = CACHE / (f"anytime_resnet_fmnist_n{args.train_size}_e{args.epochs}_b{args.batch_size}"
+                    f"_s{args.seed}.keras")
     if path.exists() and not (args.retrain or args.quick):
         print(f"loading cached supernet {path}")
         return keras.models.load_model(path, compile=False)
@@ -69,9 +83,11 @@ def supernet(args, data):
     model = tips.zoo.anytime_resnet((28, 28, 1), 10, widths=(16, 32, 64), blocks_per_stage=2)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    callback = tips.TIPSCallback(sampler="sandwich", paths_per_step=3, seed=args.seed)
+    # TIPS: the largest path plus one sampled path per step.
+    callback = tips.TIPSCallback(sampler="tips", paths_per_step=2, include_largest=True,
+                                 seed=args.seed)
     t0 = time.time()
-    model.fit(data.x_train, data.y_train, batch_size=128, epochs=args.epochs,
+    model.fit(data.x_train, data.y_train, batch_size=args.batch_size, epochs=args.epochs,
               callbacks=[callback], verbose=2)
     print(f"trained in {time.time() - t0:.0f} s")
     if not args.quick:
@@ -85,7 +101,8 @@ def accuracy(model, x, y):
 
 
 def pick_configs(model, data, args):
-    """Per budget: the ``--candidates`` configurations with most FLOPs under it, best on val."""
+    """Per budget and exit: the ``--candidates`` configurations with most FLOPs under the budget;
+    the one with the best validation accuracy (after BN recalibration) wins."""
     space = model.config_space
     rng = np.random.default_rng(args.seed)
     exits = rng.integers(0, space.num_exits, 4000)
@@ -99,7 +116,10 @@ def pick_configs(model, data, args):
         if budget == 1.0:
             chosen[budget] = (space.largest(), None)
             continue
-        order = np.argsort(-np.where(macs <= budget * full, macs, -1))[: args.candidates]
+        order = []
+        for e in range(space.num_exits):
+            fits = np.where((macs <= budget * full) & (np.rint(vectors[:, -1]) == e), macs, -1)
+            order += [i for i in np.argsort(-fits)[: args.candidates] if fits[i] >= 0]
         best = None
         for i in order:
             config = tips.Configuration.from_vector(vectors[i])
@@ -111,21 +131,31 @@ def pick_configs(model, data, args):
     return chosen
 
 
-def latency_ms(path, runs):
+def latencies_ms(paths, runs, rounds=10):
+    """Median batch-1 latency (ms) of each model: LiteRT, 1 thread, XNNPACK.
+
+    The models are timed interleaved (``rounds`` rounds of ``runs / rounds`` invokes each), so
+    a slow phase of the machine affects all of them alike and their ratios stay meaningful.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(path), num_threads=1)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-    for _ in range(20):
-        interp.invoke()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    interps = []
+    for path in paths:
+        interp = Interpreter(model_path=str(path), num_threads=1)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+        for _ in range(20):
+            interp.invoke()
+        interps.append(interp)
+    times = [[] for _ in paths]
+    for _ in range(rounds):
+        for interp, acc in zip(interps, times):
+            for _ in range(max(1, runs // rounds)):
+                t0 = time.perf_counter()
+                interp.invoke()
+                acc.append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def main(argv=None):
@@ -153,8 +183,22 @@ def main(argv=None):
             row[f"{q}_bytes"] = report.size_bytes
             row[f"{q}_acc"] = report.accuracy["tflite_accuracy"]
             row["keras_acc"] = report.accuracy["keras_accuracy"]
-            row[f"{q}_ms"] = latency_ms(Path(report.out_dir) / "model.tflite", args.latency_runs)
+            row[f"{q}_path"] = str(Path(report.out_dir) / "model.tflite")
+        if args.qat_epochs:
+            from tips_keras import qat
+
+            result = qat.quantization_aware_finetune(
+                sub, data.x_train[: args.qat_size], data.y_train[: args.qat_size],
+                epochs=args.qat_epochs, validation_data=(data.x_test, data.y_test),
+                representative_data=data.x_train[:500], learning_rate=2e-4, compare_ptq=False)
+            row["qat_int8_acc"] = result.report["qat_int8_accuracy"]
+            row["qat_int8_bytes"] = result.report["size_bytes"]
         rows.append(row)
+    paths = [r[f"{q}_path"] for q in ("float32", "int8") for r in rows]
+    timed = latencies_ms(paths, args.latency_runs)
+    for i, q in enumerate(("float32", "int8")):
+        for r, ms in zip(rows, timed[i * len(rows):(i + 1) * len(rows)]):
+            r[f"{q}_ms"] = ms
     ref = rows[-1]
     print(f"\nsupernet: {full:,} MACs; test images: {len(data.x_test)}; latency: LiteRT, "
           f"1 thread, batch 1, median of {args.latency_runs} runs")
@@ -175,6 +219,9 @@ def main(argv=None):
             r["int8_bytes"] / r["float32_bytes"], r["int8_ms"], l_ratio, l_ratio / f_ratio,
             r["float32_ms"], l32 / f_ratio))
         r.update(flops_ratio=f_ratio, latency_ratio_int8=l_ratio, latency_ratio_float32=l32)
+    if args.qat_epochs:
+        print(f"\nQAT ({args.qat_epochs} epochs on {args.qat_size} images, lr 2e-4): " + ", ".join(
+            f"{r['budget']:.2f}: int8 {r['int8_acc']:.3f} -> {r['qat_int8_acc']:.3f}" for r in rows))
     worst_drop = max(r["keras_acc"] - r["int8_acc"] for r in rows)
     worst_size = max(r["int8_bytes"] / r["float32_bytes"] for r in rows)
     worst_lat = max(max(r["latency_ratio_int8"] / r["flops_ratio"],

@@ -228,3 +228,38 @@ def test_extract_front(net, images):
     assert [i["label"] for i in items] == ["b025", "b100"]
     for item in items:
         assert module_macs(item["model"]) == item["point"]["flops"]
+
+
+def test_reads_the_search_modules_pareto_front(net, tmp_path):
+    front_mod = pytest.importorskip("tips_keras.search.front")
+    raw = _front(net)
+    points = [front_mod.ParetoPoint(**p) for p in raw["points"]]
+    front = front_mod.ParetoFront(points, raw["full_flops"], budgets=[0.25, 0.55, 1.0])
+    path = front.to_json(tmp_path / "front.json")
+    for source in (front, path):
+        loaded, info = export.load_front(source)
+        assert info == {"full_flops": raw["full_flops"], "budgets": [0.25, 0.55, 1.0]}
+        for budget, _, point in export.select_front(loaded, info["budgets"], info["full_flops"]):
+            best = front.best(budget)
+            assert (point["flops"], point["accuracy"]) == (best.flops, best.accuracy)
+
+
+def test_wrapped_user_model(images):
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c0")(inputs)
+    for i in range(2):
+        y = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name=f"c{i}a")(x)
+        y = keras.layers.BatchNormalization(name=f"bn{i}")(y)
+        x = keras.layers.Add(name=f"add{i}")([x, y])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    base = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="out")(x))
+    model = _randomize_bn(tips.anytime(base))
+    for config in ("largest", "smallest", (0, [0, 1])):
+        sub = export.extract(model, config)
+        assert (module_macs(sub), sub.count_params()) == tips.cost(model, config)
+        assert _tips_layers(sub) == []
+        model.set_config(config)
+        np.testing.assert_allclose(sub.predict(images, verbose=0),
+                                   model.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(export.extract(model, "largest").predict(images, verbose=0),
+                               base.predict(images, verbose=0), atol=1e-5)

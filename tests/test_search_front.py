@@ -88,6 +88,9 @@ def test_json_round_trip(front, tmp_path):
     assert again.to_dict() == front.to_dict()
     assert json.loads(front.to_json()) == data
     assert os.listdir(path.parent) == ["front.json"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_recalibration_accuracy_is_kept(tmp_path):

@@ -87,10 +87,10 @@ def test_tips_mutations_follow_importance(space):
     rng = np.random.default_rng(0)
     from_empty = oracle.mutants(parents[:1], np.array([0.5]), space.full_flops, rng)
     on_rate = from_empty[:, :-1].mean(axis=0)
-    assert on_rate[0] > 3 * on_rate[1] and on_rate[2] > 2 * on_rate[3], on_rate
+    assert on_rate[0] > 2.5 * on_rate[1] and on_rate[2] > 1.5 * on_rate[3], on_rate
     from_full = oracle.mutants(parents[1:], np.array([0.5]), space.full_flops, rng)
     off_rate = 1.0 - from_full[:, :-1].mean(axis=0)
-    assert off_rate[1] > 3 * off_rate[0] and off_rate[3] > 2 * off_rate[2], off_rate
+    assert off_rate[1] > 2.5 * off_rate[0] and off_rate[3] > 1.5 * off_rate[2], off_rate
     assert not (from_empty == parents[0]).all(axis=1).any()  # every child differs
 
 
@@ -129,6 +129,8 @@ def test_bad_arguments(space):
         get_oracle("bayes", space, [1.0])
     with pytest.raises(ValueError, match="`max_trials`.*Received"):
         TIPSOracle(space, [1.0], max_trials=0)
+    with pytest.raises(ValueError, match="`guidance`.*Received"):
+        TIPSOracle(space, [1.0], guidance=2.0)
     with pytest.raises(ValueError, match="`space`"):
         TIPSOracle(tiny_supernet(), [1.0])
     with pytest.raises(ValueError, match="smallest configuration has"):

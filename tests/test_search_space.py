@@ -81,6 +81,9 @@ def test_repair_fits_and_fill_is_maximal(space, bits, exit_index, fraction):
     np.testing.assert_array_equal(space.canonical(repaired), repaired)
     if space.cost(space.canonical(vector[None]))[0][0] <= budget:  # fitting vectors are kept
         np.testing.assert_array_equal(repaired, space.canonical(vector[None]))
+    rng = np.random.default_rng(bits + [exit_index])
+    assert space.cost(space.repair(vector[None], budget, rng=rng, weights=[1, 2, 3, 4]))[0][0] <= budget
+    assert space.cost(space.fill(repaired, budget, rng=rng))[0][0] <= budget
     filled = space.fill(repaired, budget)[0]
     assert space.cost(filled[None])[0][0] <= budget
     assert np.all(filled[:-1] >= repaired[0][:-1])  # fill only switches gates on

@@ -193,3 +193,24 @@ def test_help_explains_the_front_options(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for word in ("--front", "--budgets", "Fashion-MNIST", "--no-default-data", "--no-recalibrate"):
         assert word in text
+
+
+def test_default_data_is_fashion_mnist_for_28x28_supernets(tmp_path, capsys):
+    from tips_keras import data
+
+    try:
+        data.load("fashion_mnist", val_size=0, train_size=1, test_size=1)
+    except (FileNotFoundError, ValueError) as e:
+        pytest.skip(f"Fashion-MNIST not available: {e}")
+    model = tips.zoo.anytime_resnet((28, 28, 1), 10, widths=(4,), blocks_per_stage=1)
+    model.save(tmp_path / "super28.keras")
+    _write_front(model, tmp_path / "f.json", points=[((0, (1,)), 0.7), ((0, (0,)), 0.6)])
+    out = tmp_path / "out"
+    args = ["--model", str(tmp_path / "super28.keras"), "--front", str(tmp_path / "f.json"),
+            "--budgets", "0.5", "--quantization", "int8", "--no-micro", "--out", str(out),
+            "--num-representative", "50", "--num-recalibrate", "128"]
+    assert cli_main(args) == 0
+    assert "Fashion-MNIST" in capsys.readouterr().err
+    m = load_manifest(out / "b050")
+    assert m["accuracy"]["num_samples"] == 10000 and m["num_classes"] == 10
+    assert (out / "b050" / "labels.txt").read_text().splitlines()[0] == "T-shirt/top"

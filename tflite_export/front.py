@@ -154,7 +154,8 @@ def resolve_front_jobs(args, rep, val, labels, *, load_array, load_json, job_cls
             print(f"warning: budget {budget}: the front says {point['flops']:,} FLOPs, the "
                   f"model counts {macs:,}", file=sys.stderr)
         space = model.config_space if hasattr(model, "config_space") else None
-        resolved = space.resolve(config).to_dict(space.gate_names) if space else config
+        resolved = (space.canonical(space.resolve(config)).to_dict(space.gate_names)
+                    if space else config)
         meta = dict(extra, config=resolved, flops=macs, params=params, budget=budget,
                     budget_flops=limit, full_flops=full, front_flops=point["flops"],
                     front_accuracy=point["accuracy"], supernet=str(args.model),

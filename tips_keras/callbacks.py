@@ -8,8 +8,17 @@ writes importance and sampling probabilities into the model's `SubnetController`
 checkpoint (``BackupAndRestore``) resumes with the same distribution. Importance also goes into
 the epoch logs (``importance/<gate>``), so ``History`` and ``TensorBoard`` see it.
 
-Place the callback before ``keras.callbacks.BackupAndRestore`` in the callbacks list, so the
-backup written at the end of an epoch already holds that epoch's update.
+Resuming (``keras.callbacks.BackupAndRestore``, or weights loaded before ``fit``) continues
+exactly: the controller's variables are the source of truth for the sampler state, read again at
+the first step of every epoch (after every callback's ``on_train_begin``, so after
+``BackupAndRestore`` restored the backup, whatever the order of the callbacks), and
+`AnytimeModel.fit` moves TIPS callbacks to the front of the callbacks list, so a backup or
+checkpoint written at the end of an epoch already holds that epoch's update. If a run resumes
+at a batch offset inside an epoch, the draws of the skipped batches (deterministic given the seed,
+the epoch, the batch and the epoch's sampler state) are replayed into the epoch's DTMC. (Keras
+3.15's ``BackupAndRestore`` with ``save_freq=<int>`` restarts the interrupted epoch at batch 0
+with the weights of the last mid-epoch backup: the epoch's draws are then the same as in an
+uninterrupted run, but the batches before the backup are trained twice.)
 """
 
 import math
@@ -130,6 +139,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.nan_config = None
         self._epoch = 0
         self._records = []
+        self._epoch_started = False
 
     # -- set-up -------------------------------------------------------------------------------
     def set_model(self, model):
@@ -178,12 +188,39 @@ class TIPSCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._records = []
+        self._epoch_started = False
+
+    def _load_state(self):
+        """Reads the sampler state from the controller (the source of truth after a resume).
+
+        Runs at the first step of every epoch, after every callback's ``on_train_begin`` and
+        ``on_epoch_begin`` (``BackupAndRestore`` restores the backup in its ``on_train_begin``,
+        possibly after this callback's). An uninterrupted run reads back what it stored at the
+        previous epoch end, so both runs sample from the same (float32) probabilities.
+        """
+        controller = self.model.controller
+        if not self.sampler.adaptive or float(keras.ops.convert_to_numpy(controller.updates)) <= 0:
+            return
+        self.sampler.set_state(
+            keras.ops.convert_to_numpy(controller.gate_probs),
+            keras.ops.convert_to_numpy(controller.exit_probs),
+        )
+        values = keras.ops.convert_to_numpy(controller.importance)
+        self.importance = dict(zip(self.model.config_space.gate_names, map(float, values)))
 
     def step_paths(self, epoch, batch):
         """The paths of training step (epoch, batch): deterministic given the sampler state."""
         return self.sampler.sample(np.random.default_rng([self.seed, epoch, batch]))
 
     def on_train_batch_begin(self, batch, logs=None):
+        if not getattr(self, "_epoch_started", False):
+            self._epoch_started = True
+            self._load_state()
+            # Resumed at a batch offset: the skipped steps' draws belong to this epoch's DTMC.
+            # Keras calls this hook once per `steps_per_execution` steps, with the first step.
+            stride = max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
+            for skipped in range(0, int(batch), stride):
+                self._records.append(self.step_paths(self._epoch, skipped))
         paths = self.step_paths(self._epoch, batch)
         self._records.append(paths)
         self.model.set_step_paths(paths)

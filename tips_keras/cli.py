@@ -1,4 +1,4 @@
-"""`tips-keras` command line: demo | train (search and export are added by their modules).
+"""`tips-keras` command line: demo | train | search (export: `python -m tflite_export`).
 
 Exit codes: 0 success, 2 bad usage or invalid input (message on stderr), 1 unexpected failure.
 """
@@ -46,7 +46,7 @@ def build_parser():
         prog="tips-keras",
         description="Anytime neural networks trained with TIPS (Topologically Important Path Sampling).",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,search}")
     demo = sub.add_parser("demo", help="train a supernet on embedded data and print the accuracy/FLOPs menu",
                           description="Train an anytime ResNet with TIPS on the embedded (offline) dataset, then "
                           "print accuracy and FLOPs of the largest, a middle and the smallest configuration.")
@@ -57,6 +57,12 @@ def build_parser():
                            "summary.json and importance.png into --out.")
     _add_training_args(train, epochs=10, train_size=20000)
     train.add_argument("--out", default="runs/train", help="output directory (default: %(default)s)")
+    from tips_keras.search import cli as search_cli
+
+    search = sub.add_parser("search", help="search exit configurations of a saved supernet under FLOPs budgets",
+                            description="Evaluate configurations of a saved .keras supernet with a keras-tuner "
+                            "Oracle under FLOPs budgets; writes front.json and pareto.png.")
+    search_cli.add_arguments(search)
     return parser
 
 
@@ -70,6 +76,10 @@ def main(argv=None):
             run_demo(dataset=args.dataset, train_size=args.train_size, epochs=args.epochs, sampler=args.sampler,
                      widths=args.widths, blocks_per_stage=args.blocks, batch_size=args.batch_size,
                      seed=args.seed, out_dir=args.out, verbose=2 if args.command == "demo" else 1)
+        elif args.command == "search":
+            from tips_keras.search import cli as search_cli
+
+            search_cli.run_from_args(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"tips-keras {args.command}: error: {error}", file=sys.stderr)
         return 2

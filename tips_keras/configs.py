@@ -10,6 +10,13 @@ import dataclasses
 import numpy as np
 
 
+def _is_bit(value):
+    """A scalar equal to 0 or 1 (bools, ints, floats, numpy scalars); arrays and others: no."""
+    if not isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return False
+    return value == 0 or value == 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Configuration:
     """One sub-network of an anytime supernet.
@@ -154,21 +161,27 @@ class ConfigSpace:
                 f"{{'exit': e, 'gates': bits}}. Received: config={config!r}"
             )
         if isinstance(bits, dict):
-            unknown = sorted(set(bits) - set(self.gate_names))
+            unknown = sorted(set(bits) - set(self.gate_names), key=repr)  # keys of any type
             if unknown:
                 raise ValueError(
                     f"Invalid value for argument `config`: unknown gate names {unknown}. "
                     f"Accepted gate names: {list(self.gate_names)}. Received: config={config!r}"
                 )
             bits = [bits.get(name, 0) for name in self.gate_names]
-        bits = list(bits)
+        try:
+            bits = list(bits)
+        except TypeError:  # None, a number, ...: not a sequence of bits
+            raise ValueError(
+                f"Invalid value for argument `config`. Expected {self.num_gates} gate bits "
+                f"(a sequence or a dict of gate names). Received: config={config!r}"
+            ) from None
         if len(bits) != self.num_gates:
             raise ValueError(
                 f"Invalid value for argument `config`. Expected {self.num_gates} gate bits "
                 f"(one per gate: {list(self.gate_names)}). Received: {len(bits)} bits, "
                 f"config={config!r}"
             )
-        if any(b not in (0, 1, True, False) for b in bits):
+        if not all(_is_bit(b) for b in bits):
             raise ValueError(
                 "Invalid value for argument `config`. Expected gate bits in {0, 1}. "
                 f"Received: config={config!r}"

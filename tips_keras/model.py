@@ -27,6 +27,16 @@ class _PathState:
         self.distillation = distillation
 
 
+def _tips_callbacks_first(callbacks):
+    """Stable partition of a list / tuple of callbacks: TIPS callbacks first."""
+    if not isinstance(callbacks, (list, tuple)):
+        return callbacks
+    from tips_keras.callbacks import TIPSCallback  # callbacks imports this module
+
+    tips_callbacks = [c for c in callbacks if isinstance(c, TIPSCallback)]
+    return tips_callbacks + [c for c in callbacks if not isinstance(c, TIPSCallback)]
+
+
 @keras.saving.register_keras_serializable(package="tips_keras")
 class AnytimeModel(keras.Model):
     """A functional model with gated layers (`PathGate`, `ExitHead`) and a `SubnetController`.
@@ -73,6 +83,22 @@ class AnytimeModel(keras.Model):
         from tips_keras.configs import Configuration
 
         return Configuration.from_vector(keras.ops.convert_to_numpy(self.controller.active))
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, with every `TIPSCallback` moved to the front of ``callbacks``.
+
+        At the end of an epoch the TIPS callback writes the epoch's importance and sampler state
+        into the controller and the ``importance/*`` logs. Callbacks that save the model then
+        (``BackupAndRestore``, ``ModelCheckpoint``) must run after it, or a resumed run would
+        continue from the previous epoch's sampler state; so must callbacks reading the logs
+        (``CSVLogger``, ``TensorBoard``, ``EarlyStopping``). The order among the other callbacks
+        is kept; a ``CallbackList`` is passed on unchanged.
+        """
+        if len(args) > 5:  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+            args = args[:5] + (_tips_callbacks_first(args[5]),) + args[6:]
+        elif "callbacks" in kwargs:
+            kwargs["callbacks"] = _tips_callbacks_first(kwargs["callbacks"])
+        return super().fit(*args, **kwargs)
 
     def configure_paths(self, paths_per_step=1, distillation=0.0):
         """Switches `train_step` to multi-path training; called by `TIPSCallback`.
@@ -145,8 +171,11 @@ class AnytimeModel(keras.Model):
                     )
                 total_loss += loss
                 scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
-            grads = tape.gradient(scaled, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            accumulated = [a + g for a, g in zip(accumulated, grads)]
+            grads = tape.gradient(scaled, weights)
+            # Weights of skipped branches get no gradient in eager mode (`run_eagerly=True`:
+            # only the taken branch of a gate's `cond` runs); `UnconnectedGradients.ZERO` fails
+            # there on Keras variables, so add nothing for them instead.
+            accumulated = [a if g is None else a + g for a, g in zip(accumulated, grads)]
             if i == 0:
                 first_pred = y_pred
                 if state.distillation > 0:

@@ -1,11 +1,26 @@
 """`ExitSearch`: the one-call search for the best configuration of a supernet per FLOPs budget."""
 
+import hashlib
+
+import keras
+
 from tips_keras.model import AnytimeModel
 from tips_keras.search import front as front_lib
 from tips_keras.search import tuner as tuner_lib
 from tips_keras.search.evaluate import ConfigEvaluator
 from tips_keras.search.oracle import get_oracle
 from tips_keras.search.space import SearchSpace
+
+
+def _weights_digest(model):
+    """Digest of the supernet's weights (not the controller's state, which the search changes)."""
+    controller = model.controller
+    own = {id(v) for v in controller.weights}
+    digest = hashlib.sha1()
+    for variable in model.weights:
+        if id(variable) not in own:
+            digest.update(keras.ops.convert_to_numpy(variable).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class ExitSearch:
@@ -44,7 +59,7 @@ class ExitSearch:
     Raises:
         ValueError: not an anytime supernet, bad budgets (e.g. one below the smallest
             configuration: the message names its FLOPs), bad validation data, unknown oracle,
-            or a resumed project made with another supernet / budgets / validation data.
+            or a resumed project made with other supernet weights / budgets / validation data.
 
     Example:
         >>> search = tips.search.ExitSearch(model, validation_data=(x_val, y_val),
@@ -70,7 +85,8 @@ class ExitSearch:
             recalibration_batch_size=recalibration_batch_size)
         recal = None if recalibration_data is None else [
             len(self.evaluator.recalibration_data), recalibration_batches, recalibration_batch_size]
-        fingerprint = {"validation": self.evaluator.fingerprint, "recalibration": recal}
+        fingerprint = {"weights": _weights_digest(model), "validation": self.evaluator.fingerprint,
+                       "recalibration": recal}
         self.oracle = get_oracle(oracle, self.space, budgets, max_trials=max_trials, seed=seed,
                                  fingerprint=fingerprint, **oracle_kwargs)
         self.budgets = list(self.oracle.budget_values)

@@ -282,6 +282,9 @@ def _atomic_write(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, str(path))
     except BaseException:
         if os.path.exists(tmp):

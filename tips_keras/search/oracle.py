@@ -12,8 +12,9 @@ keras-tuner's own duplicate check never lets a sub-network be evaluated twice.
   the budget allows), then evolves: a tournament picks an accurate evaluated parent that fits the
   budget, gates are flipped with importance-weighted probabilities (important off-gates are
   switched on, unimportant on-gates off), the exit moves by one now and then, the child is
-  repaired into the budget (least important gates off first) and half the children are greedily
-  filled up to the budget.
+  repaired into the budget (gates switched off in a random order that favours unimportant ones)
+  and half the children are greedily filled up to the budget (favouring important gates). The
+  strength of the guidance is a parameter (``guidance``; 0 gives a plain evolutionary search).
 * `RandomOracle` is the baseline: uniformly random exits and bits, rejected when over the budget.
 
 When proposals keep colliding with evaluated configurations, a small space (<= 65,536
@@ -69,8 +70,8 @@ class ConfigOracle(keras_tuner.Oracle):
         )
         self.verbose = 0  # progress comes from the tuner (tqdm), not keras-tuner's prints
         self.space = space
+        self.budgets = space.resolve_budgets(budgets)  # validates
         self.budget_values = [float(b) for b in (budgets if np.ndim(budgets) else [budgets])]
-        self.budgets = space.resolve_budgets(budgets)
         self.search_seed = int(seed)
         self.candidates = int(candidates)
         self.fingerprint = {
@@ -193,6 +194,9 @@ class TIPSOracle(ConfigOracle):
     Args:
         space: the `SearchSpace` (its ``importance`` guides the proposals).
         budgets: FLOPs budgets (fractions <= 1 or absolute FLOPs).
+        guidance: how strongly importance steers mutations, repairs and fills, in [0, 1]: a
+            gate's preference to be on is ``(1 - guidance) + guidance * importance`` (0: uniform,
+            an evolutionary search; 1: unimportant gates are almost never switched on).
         mutation_rate: expected number of gate flips per child.
         exit_rate: probability that a child moves its exit by one.
         fill_rate: fraction of children greedily filled up to the budget.
@@ -204,9 +208,16 @@ class TIPSOracle(ConfigOracle):
 
     kind = "tips"
 
-    def __init__(self, space, budgets, mutation_rate=1.5, exit_rate=0.2, fill_rate=0.5, **kwargs):
+    def __init__(self, space, budgets, guidance=0.7, mutation_rate=1.5, exit_rate=0.2, fill_rate=0.5, **kwargs):
         super().__init__(space, budgets, **kwargs)
+        if not 0.0 <= float(guidance) <= 1.0:
+            raise ValueError("Invalid value for argument `guidance`. Expected a float in [0, 1]. "
+                             f"Received: guidance={guidance!r}")
+        self.guidance = float(guidance)
         self.mutation_rate, self.exit_rate, self.fill_rate = mutation_rate, exit_rate, fill_rate
+        self.fingerprint["guidance"] = self.guidance
+        # Preference to have a gate on: 1 - guidance (no preference) + guidance * importance.
+        self.preference = (1.0 - self.guidance) + self.guidance * space.importance
 
     def seeds(self, target):
         """Importance-greedy configuration of every exit that fits ``target`` (deepest first)."""
@@ -223,14 +234,15 @@ class TIPSOracle(ConfigOracle):
         fits = flops <= target
         if fits.any():
             yield "mutation", self.mutants(vectors[fits], accuracy[fits], target, rng)
-        p_on = 0.2 + 0.6 * self.space.importance
-        samples = self.space.repair(self.space.random_vectors(rng, self.candidates, on_prob=p_on), target)
-        yield "importance", self._maybe_fill(samples, target, rng)
+        p_on = 0.5 + 0.8 * self.guidance * (self.space.importance - 0.5)
+        samples = self.space.random_vectors(rng, self.candidates, on_prob=p_on)
+        yield "importance", self._repair_and_fill(samples, target, rng)
 
-    def _maybe_fill(self, vectors, target, rng):
+    def _repair_and_fill(self, vectors, target, rng):
+        vectors = self.space.repair(vectors, target, rng=rng, weights=self.preference)
         chosen = rng.random(len(vectors)) < self.fill_rate
         if chosen.any():
-            vectors[chosen] = self.space.fill(vectors[chosen], target, rng=rng, noise=1.0)
+            vectors[chosen] = self.space.fill(vectors[chosen], target, rng=rng, weights=self.preference)
         return vectors
 
     def mutants(self, parents, accuracy, target, rng):
@@ -245,11 +257,12 @@ class TIPSOracle(ConfigOracle):
         step = np.where(rng.random(k) < 0.5, -1.0, 1.0)
         children[:, -1] = np.clip(old_exit + moved * step, 0, space.num_exits - 1)
         fresh = space.relevant(children) & ~space.relevant(old_exit[:, None])
-        draw = rng.random(children[:, :-1].shape) < (0.25 + 0.5 * imp)[None, :]
+        draw = rng.random(children[:, :-1].shape) < (0.5 + 0.8 * self.guidance * (imp - 0.5))[None, :]
         children[:, :-1] = np.where(fresh, draw, children[:, :-1])
         relevant = space.relevant(children)
-        weight = np.where(children[:, :-1] > 0.5, 1.0 - imp, imp) + 0.05
-        weight = np.where(relevant, weight, 0.0)
+        g = self.guidance  # flip on -> off: prefer unimportant gates; off -> on: important ones
+        weight = (1.0 - g) + g * np.where(children[:, :-1] > 0.5, 1.0 - imp, imp)
+        weight = np.where(relevant, weight + 1e-9, 0.0)
         total = weight.sum(axis=1, keepdims=True)
         prob = np.clip(self.mutation_rate * weight / np.maximum(total, 1e-12), 0.0, 1.0)
         flip = rng.random(prob.shape) < prob
@@ -257,7 +270,7 @@ class TIPSOracle(ConfigOracle):
         for row in np.flatnonzero(lazy):  # every child differs from its parent
             flip[row, rng.choice(space.num_gates, p=weight[row] / total[row, 0])] = True
         children[:, :-1] = np.where(flip, 1.0 - children[:, :-1], children[:, :-1])
-        return self._maybe_fill(space.repair(children, target), target, rng)
+        return self._repair_and_fill(children, target, rng)
 
 
 def get_oracle(oracle, space, budgets, **kwargs):

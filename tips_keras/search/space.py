@@ -173,44 +173,58 @@ class SearchSpace:
             exits = rng.integers(0, self.num_exits, n)
         return self.canonical(np.concatenate([bits, np.asarray(exits, np.float32).reshape(-1, 1)], 1))
 
-    def repair(self, vectors, budget):
+    def _orders(self, n, weights, rng, descending):
+        """Per-row gate orders: by ``weights`` (default importance), or sampled without
+        replacement with probabilities proportional to ``weights`` when ``rng`` is given."""
+        if rng is None:
+            order = self.on_order if descending else self.off_order
+            if weights is not None:
+                order = np.argsort(-np.asarray(weights) if descending else np.asarray(weights), kind="stable")
+            return np.repeat(order[None, :], n, axis=0)
+        weights = self.importance if weights is None else np.asarray(weights, dtype=np.float64)
+        sign = 1.0 if descending else -1.0  # Gumbel-top-k: P(first) proportional to weight^sign
+        scores = sign * np.log(np.maximum(weights, 1e-6))[None, :] + rng.gumbel(size=(n, self.num_gates))
+        return np.argsort(-scores, axis=1)
+
+    def repair(self, vectors, budget, rng=None, weights=None):
         """Makes every vector fit ``budget``: switches off on-gates, least important first, then
         moves to an earlier exit, until it fits (vectorised; exact FLOPs at every step).
 
         Args:
             vectors: array (T, G + 1).
             budget: absolute FLOPs (at least the smallest configuration's).
+            rng: with a generator, each vector switches gates off in a random order in which a
+                gate comes early with probability proportional to ``1 / weight``.
+            weights: per-gate preference to keep a gate on (default: the importance).
 
         Returns:
             Canonical vectors (T, G + 1) whose FLOPs are ``<= budget``.
         """
         v = self.canonical(vectors).copy()
+        orders = self._orders(len(v), weights, rng, descending=False)
         for _ in range(self.num_gates + self.num_exits + 1):
             over = np.flatnonzero(self.cost(v)[0] > budget)
             if not len(over):
                 return v
-            bits = v[over][:, self.off_order] > 0.5
+            order = orders[over]
+            bits = np.take_along_axis(v[over, :-1], order, axis=1) > 0.5
             has_on = bits.any(axis=1)
-            rows = over[has_on]
-            v[rows, self.off_order[np.argmax(bits[has_on], axis=1)]] = 0.0
+            first = np.argmax(bits, axis=1)
+            v[over[has_on], order[has_on, first[has_on]]] = 0.0
             rows = over[~has_on]
             v[rows, -1] = np.maximum(v[rows, -1] - 1, 0)
             v = self.canonical(v)
         raise RuntimeError(f"Could not repair configurations to fit {budget} FLOPs.")  # unreachable
 
-    def fill(self, vectors, budget, rng=None, noise=0.0):
+    def fill(self, vectors, budget, rng=None, weights=None):
         """Switches on off-gates while the vector still fits ``budget`` (greedy, vectorised).
 
-        Gates are tried in order of importance (most important first); with ``rng`` and
-        ``noise > 0`` each vector gets its own order from Gumbel-perturbed log-importance.
+        Gates are tried by decreasing ``weights`` (default: importance); with ``rng`` each vector
+        gets its own order, a gate coming early with probability proportional to its weight.
         """
         v = self.canonical(vectors).copy()
         n = len(v)
-        if rng is not None and noise > 0:
-            scores = np.log(self.importance + 1e-3)[None, :] + noise * rng.gumbel(size=(n, self.num_gates))
-            orders = np.argsort(-scores, axis=1)
-        else:
-            orders = np.repeat(self.on_order[None, :], n, axis=0)
+        orders = self._orders(n, weights, rng, descending=True)
         relevant = self.relevant(v)
         rows = np.arange(n)
         for k in range(self.num_gates):

@@ -1,0 +1,218 @@
+"""Sampler comparison (issue 5): TIPS vs uniform, sandwich, stochastic depth, separate networks.
+
+Commands (from the repository root):
+
+    .venv/bin/python benchmarks/compare_samplers.py --quick --out /tmp/compare_quick  # smoke, ~3 min
+    .venv/bin/python benchmarks/compare_samplers.py --tips-variants                   # standard
+    .venv/bin/python benchmarks/compare_samplers.py --setting deep                    # -> benchmarks/deep
+
+Each full command is sized for about 80-90 minutes on an idle 2-core CPU (estimated from measured
+per-epoch CPU times; about twice that when other jobs share the cores). `--resume` continues an
+interrupted run.
+
+What is measured. The same anytime ResNet supernet (`tips_keras.zoo.anytime_resnet`) is trained on
+Fashion-MNIST (fixed train/val/test split) with each sampler (`TIPSCallback(sampler=...)`) with
+identical epochs, batches, Adam + cosine learning-rate schedule and seeds (`--seeds`, >= 3 for
+results). Sandwich trains 4 paths per step (largest + smallest + 2 random), the others 1. Then:
+
+* fixed set: the configurations closest to 10/25/50/75/100 % of the full FLOPs (ties: more gates
+  on, deeper exit) are evaluated on the held-out TEST split, each after BatchNorm recalibration on
+  training images (`tips_keras.recalibrated`);
+* searched front: per FLOPs budget (the same fractions) the best configuration on the VALIDATION
+  split (`tips_keras.search.ExitSearch` when importable, random oracle by default so every
+  supernet is searched the same way; else exhaustive / FLOPs-stratified subset, `--front`), then
+  its recalibrated test accuracy; front mean accuracy and area under accuracy-vs-budget;
+* separately trained networks: the 25/50/100 % configurations trained from scratch alone
+  (`FixedSampler`), same epochs and schedule;
+* convergence: after every epoch, the mean validation accuracy of the 25/50/100 % configurations
+  (recalibrated on a few images); epochs to a target accuracy; training wall time per epoch and
+  in total (evaluation excluded). Equal wall time: each sampler's metric interpolated at the
+  training time uniform needs for all epochs (no extra runs; k-path samplers are read off an
+  earlier point of their curve);
+* `--tips-variants`: extra TIPS rules (p_min/p_max, smoothing, score, coupling, 2 paths +
+  distillation); per-gate importance and gate probabilities per epoch of every TIPS run.
+
+Outputs in `--out`: RESULTS.md, results.json, pareto.png, convergence.png, importance.png.
+`--resume` skips (run, seed) pairs already in `--out`/results.json.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import _compare_lib as lib  # noqa: E402
+import _compare_report as report  # noqa: E402
+import tips_keras as tips  # noqa: E402
+from tips_keras import data  # noqa: E402
+
+SAMPLERS = ("tips", "uniform", "sandwich", "stochastic_depth")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--setting", choices=("standard", "deep"), default="standard")
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (< 5 min), not results")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds (default 0 1 2; quick: 0)")
+    p.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
+    p.add_argument("--tips-variants", nargs="?", const=",".join(lib.DEFAULT_VARIANTS), default=None,
+                   help=f"comma-separated TIPS variants (default {','.join(lib.DEFAULT_VARIANTS)}; "
+                        f"known: {','.join(lib.TIPS_VARIANTS)}, or all)")
+    p.add_argument("--no-separate", action="store_true", help="skip the separately trained networks")
+    p.add_argument("--epochs", type=int, default=None, help="override the setting's epochs")
+    p.add_argument("--front", choices=tuple(lib.FRONT_METHODS), default="auto")
+    p.add_argument("--search-oracle", choices=("random", "tips"), default="random")
+    p.add_argument("--target", type=float, default=None,
+                   help="convergence target accuracy (default: 0.9 x best final mean metric, floored)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/, deep: benchmarks/deep)")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs from OUT/results.json")
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
+    if args.out is None:
+        args.out = HERE if args.setting == "standard" else os.path.join(HERE, "deep")
+    return args
+
+
+def run_specs(args):
+    specs = [lib.RunSpec(s, "sampler", s) for s in args.samplers]
+    names = args.tips_variants.split(",") if args.tips_variants else []
+    for name in list(lib.TIPS_VARIANTS) if names == ["all"] else names:
+        if name not in lib.TIPS_VARIANTS:
+            raise SystemExit(f"Unknown TIPS variant {name!r}. Known: {', '.join(lib.TIPS_VARIANTS)}")
+        specs.append(lib.RunSpec(f"tips[{name}]", "variant", "tips", dict(lib.TIPS_VARIANTS[name])))
+    if not args.no_separate:
+        specs += [lib.RunSpec(f"separate-{l:.0%}", "fixed", level=l) for l in lib.FIXED_LEVELS]
+    return specs
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    setting = lib.SETTINGS[args.setting + ("-quick" if args.quick else "")]
+    if args.epochs:
+        setting = lib.dataclasses.replace(setting, epochs=args.epochs)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    splits = data.load("fashion_mnist", train_size=setting.train, val_size=setting.val,
+                       test_size=setting.test, seed=0)
+    probe = lib.build_model(setting)
+    space = probe.config_space
+    configs = lib.select_configs(probe)
+    full_flops = tips.flops(probe, "largest")
+    specs = run_specs(args)
+    json_path = os.path.join(args.out, "results.json")
+    records = []
+    if args.resume and os.path.exists(json_path):
+        with open(json_path) as f:
+            old = json.load(f)
+        if old.get("setting") == setting.name:
+            records = old["records"]
+    done = {(r["name"], r["seed"]) for r in records}
+    todo = [(seed, spec) for seed in args.seeds for spec in specs if (spec.name, seed) not in done]
+    print(f"[compare] setting {setting.name}: {len(space.gate_names)} gates, {space.num_exits} exits, "
+          f"{len(space.all_vectors(limit=1 << 20))} configurations, full FLOPs {full_flops:,}; "
+          f"{len(todo)} runs x {setting.epochs} epochs ({len(records)} resumed)", flush=True)
+    del probe
+    for i, (seed, spec) in enumerate(todo):
+        label = f"[{i + 1}/{len(todo)}] {spec.name} seed {seed}"
+        print(f"{label}: training (paths/step {spec.paths_per_step()}, options {spec.options})", flush=True)
+        keras.backend.clear_session()
+        model, accuracy, rec = lib.train_run(spec, setting, splits, seed, configs, label)
+        t0 = time.perf_counter()
+        levels = [spec.level] if spec.group == "fixed" else list(lib.LEVELS)
+        fixed = lib.evaluate_fixed(model, accuracy, setting, splits, configs, levels)
+        rec["fixed_test"] = {str(l): a for l, a in fixed.items()}
+        if spec.group != "fixed":
+            cache = {tuple(float(v) for v in configs[l][0]): a for l, a in fixed.items()}
+            rec["front"], rec["front_candidates"] = lib.searched_front(
+                args.front, model, accuracy, setting, splits, seed, args.search_oracle, cache,
+                anchors=[configs[l][0] for l in lib.LEVELS])
+        rec["eval_time"] = time.perf_counter() - t0
+        print(f"{label}: test " + " ".join(f"{float(l):.0%}:{a:.4f}" for l, a in fixed.items())
+              + (f"  front mean {np.mean([b['test_acc'] for b in rec['front']]):.4f}" if "front" in rec else "")
+              + f"  (eval {rec['eval_time']:.1f}s)", flush=True)
+        records.append(rec)
+        report.write_json(json_path, {"setting": setting.name, "records": records, "partial": True})
+
+    summary = report.summarize(records, lib.LEVELS, len(splits.class_names), args.target)
+    meta = build_meta(args, argv, setting, space, full_flops, configs, records, start, load_start)
+    report.write_markdown(os.path.join(args.out, "RESULTS.md"), summary, meta, configs)
+    report.plot_all(args.out, summary, records, configs, list(lib.LEVELS))
+    report.write_json(json_path, {"setting": setting.name, "meta": meta, "summary": summary,
+                                  "configs": {str(l): {"vector": v, "flops": f, "fraction": fr}
+                                              for l, (v, f, fr) in configs.items()},
+                                  "records": records, "partial": False})
+    with open(os.path.join(args.out, "RESULTS.md")) as f:
+        print("\n" + f.read())
+    for name in summary["comparisons"]:
+        print(report.verdict(summary, name), flush=True)
+    print(f"[compare] done in {time.perf_counter() - start:.0f} s; outputs in {args.out}")
+
+
+def build_meta(args, argv, setting, space, full_flops, configs, records, start, load_start):
+    s = setting
+    tips_names = list(dict.fromkeys(r["name"] for r in records if r["name"].startswith("tips")))
+    importance = {}
+    for n in tips_names:
+        hist = report.mean_history([r for r in records if r["name"] == n])
+        importance[n] = {"importance": hist[-1]["importance"], "gate_probs": hist[-1]["gate_probs"]}
+    setup = {
+        "model": f"anytime_resnet(widths={s.widths}, blocks_per_stage={s.blocks}): "
+                 f"{space.num_gates} gates, {space.num_exits} exits, full FLOPs {full_flops:,} MACs",
+        "data": f"Fashion-MNIST, train {s.train}, validation {s.val}, test {s.test} (split seed 0)",
+        "augmentation": ("RandomTranslation(0.1) + RandomFlip(horizontal) + RandomZoom(0.1) in tf.data"
+                         if s.augment else "none"),
+        "training": f"{s.epochs} epochs, batch {s.batch}, Adam, cosine decay from {s.lr} (alpha 0.05), "
+                    f"same optimizer steps for every sampler",
+        "seeds": " ".join(map(str, args.seeds)) + " (init, shuffling, augmentation, path draws)",
+        "BN recalibration": f"test: {s.recal} training images in passes of {s.recal_batch}; metric: "
+                            f"{s.metric_recal}; search: {s.search_recal}",
+        "convergence metric": f"mean validation accuracy ({s.metric_val} images) of the "
+                              f"{'/'.join(f'{l:.0%}' for l in lib.METRIC_LEVELS)} configurations",
+        "front": f"method {args.front}, oracle {args.search_oracle}, {s.trials} trials, validation "
+                 f"{s.search_val} images, budgets {', '.join(f'{b:.0%}' for b in lib.BUDGETS)}",
+        "machine": f"{os.cpu_count()} CPU cores, load average at start {load_start:.1f}; whole "
+                   f"benchmark {time.perf_counter() - start:.0f} s",
+    }
+    notes = [
+        "Std is over seeds (ddof 0); TIPS vs uniform differences are paired by seed.",
+        "Equal wall time: no extra runs; every curve of the convergence metric is interpolated at "
+        "uniform's mean training wall time (epoch 1's graph tracing replaced by the median later "
+        "epoch; chance accuracy at time 0). A sampler that finishes earlier keeps its final value.",
+        "Sandwich (4 paths/step) and tips[k2-distill] (2 paths) do k forward/backward passes per "
+        "step: equal epochs means equal optimizer steps, not equal compute.",
+        "Separately trained networks: the supernet trained on one fixed configuration "
+        "(FixedSampler); skipped blocks are not computed and get zero gradients (Adam leaves them "
+        "unchanged), so this is that network trained from scratch.",
+        "Front AUC: trapezoid of test accuracy over the budget fractions divided by their span "
+        "(an average accuracy over the FLOPs range); budgets with no fitting configuration count 0.",
+        "Exhaustive front fallback: all configurations if <= 4 x trials, else a FLOPs-stratified "
+        "subset of that size (recalibrating every one of thousands is not affordable).",
+        "Convergence target: --target, else 90 % of the best final mean metric of the four "
+        "baselines, floored to 0.01.",
+        "TIPS starts from P(on) = 0.5 for every gate, and path draws depend only on (seed, epoch, "
+        "batch): in epoch 1 TIPS and uniform train exactly the same paths (a paired start).",
+        "Wall times depend on the load of the machine (load average above); per-epoch CPU times "
+        "(process time, all threads) are given next to them and in results.json.",
+    ]
+    shown = [a for a in argv if a != "--resume"]
+    command = "cd <repo> && .venv/bin/python benchmarks/compare_samplers.py " + shlex.join(shown)
+    return {"setting": setting.name, "quick": args.quick, "command": command.rstrip(), "setup": setup,
+            "notes": notes, "levels": list(lib.LEVELS), "front_method": args.front,
+            "importance": importance, "sizes": lib.dataclasses.asdict(setting)}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The sampler comparison benchmark runs end to end in --quick mode and writes its report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "compare_samplers.py")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare_quick")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return out, result.stdout
+
+
+def test_quick_run_writes_report_and_figures(quick_run):
+    out, _ = quick_run
+    for name in ("RESULTS.md", "results.json", "pareto.png", "convergence.png", "importance.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp") or p.startswith(".")]  # atomic writes
+    text = (out / "RESULTS.md").read_text()
+    assert "compare_samplers.py --quick" in text.split("## Setup")[0]  # command at the top
+    assert "QUICK / SMOKE RUN" in text
+    assert "| sampler | paths/step | 10% | 25% | 50% | 75% | 100% | mean |" in text
+    assert ("| sampler | mean acc (fixed set) | front mean acc | front AUC | epochs to target "
+            "| s/epoch | total train s | metric at uniform's wall time |") in text
+    assert "| sampler (searched front) | ≤10% | ≤25% | ≤50% | ≤75% | ≤100% | mean | AUC |" in text
+    for row in ("| tips |", "| uniform |", "| sandwich |", "| stochastic_depth |", "| separate-25% |",
+                "| separate-50% |", "| separate-100% |"):
+        assert row in text, row
+
+
+def test_quick_run_states_tips_vs_uniform(quick_run):
+    out, stdout = quick_run
+    line = [l for l in stdout.splitlines() if l.startswith("tips ") and "uniform" in l]
+    assert line and ("BEATS" in line[0] or "does NOT beat" in line[0]) and "±" in line[0]
+    assert "## TIPS vs uniform" in (out / "RESULTS.md").read_text()
+
+
+def test_quick_run_json_is_complete(quick_run):
+    out, _ = quick_run
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["partial"] is False
+    records = payload["records"]
+    assert {r["name"] for r in records} == {"tips", "uniform", "sandwich", "stochastic_depth",
+                                             "separate-25%", "separate-50%", "separate-100%"}
+    tips_run = next(r for r in records if r["name"] == "tips")
+    epochs = payload["meta"]["sizes"]["epochs"]
+    assert len(tips_run["epochs"]) == epochs and len(tips_run["tips_history"]) == epochs
+    assert set(tips_run["tips_history"][0]) >= {"importance", "gate_probs"}
+    assert len(tips_run["front"]) == 5 and all(0 <= b["test_acc"] <= 1 for b in tips_run["front"])
+    sandwich = next(r for r in records if r["name"] == "sandwich")
+    assert sandwich["paths_per_step"] == 4
+    assert set(payload["summary"]["comparisons"]["tips"]) >= {"fixed_mean_per_seed", "front_mean"}
+
+
+def test_fixed_sampler_and_config_selection():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+
+    import _compare_lib as lib
+
+    model = lib.build_model(lib.SETTINGS["standard-quick"])
+    space = model.config_space
+    configs = lib.select_configs(model)
+    assert configs[1.0][2] == 1.0 and np.array_equal(configs[1.0][0], space.largest().to_vector())
+    fractions = [configs[l][2] for l in lib.LEVELS]
+    assert fractions == sorted(fractions)
+    sampler = lib.FixedSampler(space, lib.as_config(configs[0.5][0]))
+    draws = [sampler.sample(np.random.default_rng(i)) for i in range(3)]
+    assert all(np.array_equal(d, configs[0.5][0][None, :]) for d in draws)
+    assert sampler.exit_probs.sum() == 1.0

@@ -1,0 +1,141 @@
+"""TIPS training under `tf.distribute.MirroredStrategy` on two logical CPU devices.
+
+Logical devices must be configured before TensorFlow initialises, so the training runs in a child
+process (`WORKER`), which reports what it saw as JSON. Checked:
+
+* every replica's forward pass ran exactly the sub-networks the callback drew, step by step and
+  path by path: a probe accumulates, per replica (an ON_READ variable has one local copy per
+  replica), the control vector each forward pass of the multi-path step reads;
+* after training, every replica holds the same controller variables (active configuration,
+  sampling probabilities, importance, update count), the same step-paths variable and the same
+  trainable weights (gradients all-reduced);
+* validation with BatchNorm recalibration (eager forward passes in cross-replica context) works.
+
+Accuracy against single-device training (3 seeds each): ``benchmarks/distribute_benchmark.py``.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras
+import numpy as np
+import tips_keras as tips
+from tips_keras.layers import SubnetController
+from tests.conftest import make_blobs, tiny_supernet
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    # Per replica: sum of the control vectors read by forward passes, and their number.
+    seen = tf.Variable(tf.zeros((2, 5)), trainable=False,
+                       synchronization=tf.VariableSynchronization.ON_READ,
+                       aggregation=tf.VariableAggregation.SUM)
+call = SubnetController.call
+
+def probed_call(self, inputs):
+    control = call(self, inputs)
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return control  # eager calls outside the strategy (BatchNorm recalibration)
+    seen.assign_add(tf.reshape(tf.concat([control, tf.ones_like(control)], 0), (2, -1)))
+    return control
+
+SubnetController.call = probed_call
+
+def replicas(variable):
+    value = variable.value if isinstance(variable, keras.Variable) else variable
+    return [np.asarray(v.numpy()).tolist() for v in getattr(value, "values", [value])]
+
+class Recorder(tips.TIPSCallback):
+    steps, after_step = [], []
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)
+        self.steps.append(self._records[-1].tolist())
+        self.seen_before = np.array([v.numpy() for v in seen.values])
+    def on_train_batch_end(self, batch, logs=None):
+        # After the step: what each replica's forward passes read during the step, and the
+        # per-replica copies of the step-paths variable and of the active configuration
+        # (assigned inside the step, path after path).
+        delta = np.array([v.numpy() for v in seen.values]) - self.seen_before
+        self.after_step.append({"seen": delta.tolist(),
+                                "paths": replicas(self.model._tips_paths.variable),
+                                "active": replicas(self.model.controller.active)})
+        super().on_train_batch_end(batch, logs)
+
+x, y = make_blobs(64, seed=0)
+xv, yv = make_blobs(32, seed=1)
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    model = tiny_supernet()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+callback = Recorder(sampler="tips", paths_per_step=2, seed=5, recalibration_data=x[:32])
+history = model.fit(x, y, batch_size=32, epochs=2, validation_data=(xv, yv), callbacks=[callback],
+                    verbose=0)
+
+controller = model.controller
+report = {
+    "replicas": strategy.num_replicas_in_sync,
+    "steps": Recorder.steps,
+    "controller": {name: replicas(getattr(controller, name))
+                   for name in ("active", "gate_probs", "exit_probs", "importance", "updates")},
+    "gate_probs": callback.sampler.gate_probs.tolist(),
+    "after_step": Recorder.after_step,
+    "released": model._tips_paths is None,
+    "weights_equal": all(
+        all(np.array_equal(v.value.values[0].numpy(), c.numpy()) for c in v.value.values[1:])
+        for v in model.trainable_weights),
+    "num_weights_mirrored": sum(len(getattr(v.value, "values", ())) == 2 for v in model.trainable_weights),
+    "num_weights": len(model.trainable_weights),
+    "history": {k: [float(a) for a in v] for k, v in history.history.items()},
+    "active_config": model.get_active_config().to_dict(),
+}
+print("REPORT" + json.dumps(report))
+"""
+
+
+def test_mirrored_strategy_trains_the_same_subnetwork_on_every_replica(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", WORKER, str(ROOT)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT")][-1]
+    report = json.loads(line[len("REPORT"):])
+    assert report["replicas"] == 2
+
+    # 64 examples / global batch 32 = 2 steps per epoch, 2 epochs, 2 paths per step.
+    steps = np.asarray(report["steps"])
+    assert steps.shape == (4, 2, 5)
+    for step, after in zip(steps, report["after_step"]):
+        # Each replica's forward passes in the step read exactly the step's drawn paths.
+        expected = [step.sum(axis=0).tolist(), [float(len(step))] * 5]
+        assert after["seen"] == [expected, expected]
+
+    for name, copies in report["controller"].items():
+        assert len(copies) == 2 and copies[0] == copies[1], name
+    np.testing.assert_allclose(report["controller"]["gate_probs"][0], report["gate_probs"], atol=1e-6)
+    assert report["controller"]["updates"][0] == 2.0
+    for step, after in zip(steps, report["after_step"]):
+        assert after["paths"] == [step.tolist()] * 2  # both replicas got the step's paths
+        assert after["active"] == [step[-1].tolist()] * 2  # and switched to the last one in-step
+    assert report["released"]  # standard train_step again after fit
+    assert report["weights_equal"]
+    assert report["num_weights_mirrored"] == report["num_weights"]
+
+    history = report["history"]
+    assert all(np.isfinite(history["loss"])) and "val_accuracy" in history
+    assert any(key.startswith("importance/") for key in history)
+    assert report["active_config"] == {"exit": 1, "gates": [1, 1, 1, 1]}  # eval_config
