@@ -48,10 +48,13 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,search}")
     demo = sub.add_parser("demo", help="train a supernet on embedded data and print the accuracy/FLOPs menu",
-                          description="Train an anytime ResNet with TIPS on the embedded (offline) dataset, then "
-                          "print accuracy and FLOPs of the largest, a middle and the smallest configuration.")
+                          description="Train an anytime ResNet with TIPS on the embedded (offline) dataset, print accuracy "
+                          "and FLOPs of the largest, a middle and the smallest configuration, search the Pareto "
+                          "front under 25/50/75/100%% FLOPs budgets, and export the best 25%% and 50%% "
+                          "configurations to int8 TFLite verified in LiteRT.")
     _add_training_args(demo, epochs=5, train_size=10000)
     demo.add_argument("--out", default="runs/demo", help="output directory (default: %(default)s)")
+    demo.add_argument("--trials", type=_positive, default=40, help="configurations evaluated by the search (default: %(default)s)")
     train = sub.add_parser("train", help="train a supernet and save it as .keras",
                            description="Train an anytime ResNet with a path sampler; writes supernet.keras, "
                            "summary.json and importance.png into --out.")
@@ -75,7 +78,8 @@ def main(argv=None):
 
             run_demo(dataset=args.dataset, train_size=args.train_size, epochs=args.epochs, sampler=args.sampler,
                      widths=args.widths, blocks_per_stage=args.blocks, batch_size=args.batch_size,
-                     seed=args.seed, out_dir=args.out, verbose=2 if args.command == "demo" else 1)
+                     seed=args.seed, out_dir=args.out, verbose=2 if args.command == "demo" else 1,
+                     search_and_deploy=args.command == "demo", max_trials=getattr(args, "trials", 40))
         elif args.command == "search":
             from tips_keras.search import cli as search_cli
 

@@ -60,6 +60,41 @@ def format_rows(rows):
     return "\n".join(lines)
 
 
+def search_and_export(model, splits, out_dir, budgets=(0.25, 0.5, 0.75, 1.0), export_budgets=(0.25, 0.5),
+                      max_trials=40, seed=0):
+    """Searches the front under FLOPs budgets, then exports the best configuration of
+    ``export_budgets`` to int8 TFLite (verified in LiteRT). Returns (front, export reports)."""
+    from tflite_export import export_tflite
+    from tips_keras import export as export_lib
+    from tips_keras import search as search_lib
+
+    calib = splits.x_train[:512]
+    search = search_lib.ExitSearch(model, validation_data=(splits.x_val[:1000], splits.y_val[:1000]),
+                                   budgets=list(budgets), max_trials=max_trials, oracle="tips",
+                                   directory=os.path.join(out_dir, "search"), overwrite=True,
+                                   recalibration_data=calib, seed=seed)
+    front = search.run()
+    print("\n[demo] Pareto front (validation accuracy with BN recalibration):")
+    print(front.table())
+    front.to_json(os.path.join(out_dir, "front.json"))
+    front.plot(os.path.join(out_dir, "pareto.png"))
+    reports = []
+    for budget in export_budgets:
+        point = front.best(budget)
+        sub = export_lib.extract(model, point.config, recalibrate_data=splits.x_train[:1024])
+        report = export_tflite(
+            sub, os.path.join(out_dir, f"tflite_b{int(round(budget * 100)):03d}"), quantization="int8",
+            representative_data=splits.x_train[:500], validation_data=(splits.x_test[:2000], splits.y_test[:2000]),
+            labels=list(splits.class_names), metadata={"config": point.config.to_dict(), "flops": point.flops,
+                                                       "params": point.params, "budget": budget},
+            overwrite=True)
+        print(f"\n[demo] budget {budget:.0%}: exit {point.exit}, {point.flops / 1e6:.2f} MFLOPs -> int8 TFLite")
+        print(report.table())
+        reports.append(report)
+    model.set_config("largest")
+    return front, reports
+
+
 def run_demo(
     dataset="fashion_mnist",
     train_size=10000,
@@ -71,6 +106,8 @@ def run_demo(
     seed=0,
     out_dir="runs/demo",
     verbose=1,
+    search_and_deploy=True,
+    max_trials=40,
 ):
     """Trains a supernet with TIPS and prints/saves its accuracy-vs-FLOPs summary.
 
@@ -84,6 +121,9 @@ def run_demo(
         seed: seed of weights, data split and path sampling.
         out_dir: where ``supernet.keras``, ``summary.json`` and ``importance.png`` go.
         verbose: Keras verbosity of ``fit``.
+        search_and_deploy: also search the Pareto front under 25/50/75/100 % FLOPs budgets and
+            export the best configurations of the 25 % and 50 % budgets to int8 TFLite.
+        max_trials: configurations evaluated by the search.
 
     Returns:
         A dict with the rows of the table, the importance, and the output paths.
@@ -115,6 +155,8 @@ def run_demo(
     print("\n[demo] TIPS importance per gate (last epoch): "
           + ", ".join(f"{k}={v:.2f}" for k, v in callback.importance.items()))
     plot_path = plots.plot_importance(callback.history, os.path.join(out_dir, "importance.png"))
+    if search_and_deploy:
+        search_and_export(model, splits, out_dir, max_trials=max_trials, seed=seed)
     summary = dict(dataset=dataset, epochs=epochs, sampler=sampler, train_seconds=train_seconds, rows=rows,
                    importance=callback.importance, history=callback.history, model=model_path, plot=plot_path)
     with open(os.path.join(out_dir, "summary.json.tmp"), "w") as handle:
