@@ -166,16 +166,8 @@ class TIPSCallback(keras.callbacks.Callback):
             self.sampler = sampling.get_sampler(
                 self.sampler_name, space, paths_per_step=self.paths_per_step, **self.sampler_options
             )
-        controller = model.controller
-        if self.sampler.adaptive and float(keras.ops.convert_to_numpy(controller.updates)) > 0:
-            # Resumed (BackupAndRestore or loaded weights): continue the stored distribution.
-            self.sampler.set_state(
-                keras.ops.convert_to_numpy(controller.gate_probs),
-                keras.ops.convert_to_numpy(controller.exit_probs),
-            )
-            values = keras.ops.convert_to_numpy(controller.importance)
-            self.importance = dict(zip(space.gate_names, map(float, values)))
-        else:
+        # Resumed (BackupAndRestore or loaded weights): continue the stored distribution.
+        if not self._load_state():
             self._store_state()
         model.configure_paths(self.sampler.paths_per_step, self.distillation)
 
@@ -197,16 +189,20 @@ class TIPSCallback(keras.callbacks.Callback):
         ``on_epoch_begin`` (``BackupAndRestore`` restores the backup in its ``on_train_begin``,
         possibly after this callback's). An uninterrupted run reads back what it stored at the
         previous epoch end, so both runs sample from the same (float32) probabilities.
+
+        Returns:
+            True when a stored state was restored (adaptive sampler, at least one update).
         """
         controller = self.model.controller
         if not self.sampler.adaptive or float(keras.ops.convert_to_numpy(controller.updates)) <= 0:
-            return
+            return False
         self.sampler.set_state(
             keras.ops.convert_to_numpy(controller.gate_probs),
             keras.ops.convert_to_numpy(controller.exit_probs),
         )
         values = keras.ops.convert_to_numpy(controller.importance)
         self.importance = dict(zip(self.model.config_space.gate_names, map(float, values)))
+        return True
 
     def step_paths(self, epoch, batch):
         """The paths of training step (epoch, batch): deterministic given the sampler state."""
