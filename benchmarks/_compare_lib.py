@@ -63,12 +63,13 @@ SETTINGS = {
 # the library defaults: p_min/p_max 0.2/0.8, smoothing 0, score "log", coupling 1, 1 path).
 TIPS_VARIANTS = {
     "p05-95": {"p_min": 0.05, "p_max": 0.95},
+    "p35-65": {"p_min": 0.35, "p_max": 0.65},
     "smooth0.5": {"smoothing": 0.5},
     "score-sum": {"score": "sum"},
     "coupling0.1": {"coupling": 0.1},
     "k2-distill": {"paths_per_step": 2, "include_largest": True, "distillation": 0.5},
 }
-DEFAULT_VARIANTS = ("p05-95", "smooth0.5", "k2-distill")
+DEFAULT_VARIANTS = ("p05-95", "p35-65", "score-sum", "k2-distill")
 
 
 class FixedSampler(sampling.Sampler):

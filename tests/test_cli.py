@@ -5,7 +5,8 @@ import pytest
 from tips_keras import cli
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["train", "--help"], ["search", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["train", "--help"], ["search", "--help"],
+                                  ["export", "--help"]])
 def test_help_exits_zero_and_describes_the_command(argv, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
@@ -15,7 +16,8 @@ def test_help_exits_zero_and_describes_the_command(argv, capsys):
 
 
 @pytest.mark.parametrize("argv", [[], ["bogus"], ["demo", "--epochs", "0"], ["demo", "--widths", "a,b"],
-                                  ["demo", "--sampler", "greedy"]])
+                                  ["demo", "--sampler", "greedy"], ["export", "--model", "m.keras"],
+                                  ["export", "--model", "m.keras", "--out", "o", "--quantization", "int4"]])
 def test_bad_usage_exits_two(argv):
     with pytest.raises(SystemExit) as info:
         cli.main(argv)

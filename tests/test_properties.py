@@ -189,11 +189,8 @@ def test_budgets_refuse_junk_with_value_error_only(net, budget):
 
 
 @needs_search
-@pytest.mark.xfail(raises=OverflowError, strict=False,
-                   reason="tips_keras.search.SearchSpace.resolve_budgets: a finite budget >= 2**63 "
-                          "FLOPs raises OverflowError (np.asarray(..., int64)) instead of ValueError")
 def test_budget_beyond_int64_is_refused_with_value_error(net):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2\\*\\*63"):
         search.SearchSpace(net).resolve_budgets(9.3e18)
 
 

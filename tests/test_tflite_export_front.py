@@ -57,6 +57,19 @@ def _args(root, out, *extra, rep="rep.npz", front="front.json", budgets=("0.25",
     return args + (["--budgets", *budgets] if budgets else []) + list(extra)
 
 
+def test_tips_keras_export_command_is_the_same_export(files, tmp_path, capsys):
+    from tips_keras import cli
+
+    root, _, _ = files
+    out = tmp_path / "out"
+    assert cli.main(["export", *_args(root, out, budgets=("0.25",))]) == 0
+    assert "TFLite export" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ["b025", "index.json"]
+    assert load_manifest(out / "b025")["config"]["exit"] == 0
+    assert cli.main(["export", *_args(root, tmp_path / "bad", budgets=("0.25",), front="missing.json")]) == 2
+    assert "tips-keras export: error:" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def _leftovers(parent):
     return [p for p in os.listdir(parent) if p.startswith(".")]
 

@@ -41,11 +41,19 @@ class ExportJob:
     metadata: dict = field(default_factory=dict)
 
 
+DESCRIPTION = ("Convert a plain Keras sub-network to TFLite (+ TFLM C array), or, with --front, the best "
+               "configuration of a tips_keras supernet per FLOPs budget; each is verified in LiteRT.")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m tflite_export",
-        description="Convert plain Keras sub-networks to TFLite (+ TFLM C array).",
-    )
+    """The ``python -m tflite_export`` argument parser (see `add_arguments`)."""
+    p = argparse.ArgumentParser(prog="python -m tflite_export", description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p):
+    """Adds the export options to ``p`` (shared with ``tips-keras export``)."""
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="plain Keras model file (.keras); with --front: "
                         "a tips_keras supernet")
@@ -69,7 +77,6 @@ def build_parser():
     from tflite_export import front
 
     front.add_arguments(p)
-    return p
 
 
 def _load_array(path, key, fallbacks):
@@ -155,6 +162,11 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: 2 on bad usage, 0 for --help
         return int(e.code or 0)
+    return run(args, parser.prog)
+
+
+def run(args, prog):
+    """Runs the export for parsed ``args``; returns the exit code (0 ok, 1 failed, 2 bad usage)."""
     from tflite_export import front
     from tflite_export.export import export_tflite
 
@@ -181,10 +193,10 @@ def main(argv=None):
             print(report.table())
             reports.append(report.to_dict())
     except (UsageError, ValueError, FileExistsError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        print(f"{parser.prog}: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"{prog}: failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     if args.report_json:
         from tflite_export._io import atomic_write_text

@@ -46,7 +46,7 @@ def build_parser():
         prog="tips-keras",
         description="Anytime neural networks trained with TIPS (Topologically Important Path Sampling).",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,search}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,search,export}")
     demo = sub.add_parser("demo", help="train a supernet on embedded data and print the accuracy/FLOPs menu",
                           description="Train an anytime ResNet with TIPS on the embedded (offline) dataset, print accuracy "
                           "and FLOPs of the largest, a middle and the smallest configuration, search the Pareto "
@@ -66,6 +66,11 @@ def build_parser():
                             description="Evaluate configurations of a saved .keras supernet with a keras-tuner "
                             "Oracle under FLOPs budgets; writes front.json and pareto.png.")
     search_cli.add_arguments(search)
+    from tflite_export import __main__ as export_cli
+
+    export = sub.add_parser("export", help="export sub-networks to TFLite (int8 C array, Android bundle)",
+                            description=export_cli.DESCRIPTION + " Same options as `python -m tflite_export`.")
+    export_cli.add_arguments(export)
     return parser
 
 
@@ -84,6 +89,10 @@ def main(argv=None):
             from tips_keras.search import cli as search_cli
 
             search_cli.run_from_args(args)
+        elif args.command == "export":
+            from tflite_export import __main__ as export_cli
+
+            return export_cli.run(args, "tips-keras export")
     except (ValueError, FileNotFoundError) as error:
         print(f"tips-keras {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -25,8 +25,16 @@ def _is_number(value):
 def budget_to_flops(budget, full_flops, arg="budget"):
     """Turns a budget into absolute FLOPs: ``<= 1`` is a fraction of ``full_flops``, ``> 1`` absolute.
 
+    Args:
+        budget: a fraction of the full FLOPs (``<= 1``) or absolute FLOPs (``> 1``).
+        full_flops: FLOPs of the largest configuration.
+        arg: argument name used in the error message.
+
+    Returns:
+        The budget in FLOPs, an ``int`` (fractions are floored).
+
     Raises:
-        ValueError: not a positive finite number.
+        ValueError: not a positive finite number, or absolute FLOPs beyond int64.
 
     Example:
         >>> budget_to_flops(0.5, 1000), budget_to_flops(300, 1000)
@@ -36,6 +44,11 @@ def budget_to_flops(budget, full_flops, arg="budget"):
         raise ValueError(
             f"Invalid value for argument `{arg}`. Expected a positive number: a fraction of the "
             f"full FLOPs if <= 1, else absolute FLOPs. Received: {arg}={budget!r}"
+        )
+    if budget > 1 and budget >= 2**63:  # FLOPs are stored as int64 (NumPy) downstream
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected absolute FLOPs below 2**63 (int64). "
+            f"Received: {arg}={budget!r}"
         )
     return int(math.floor(budget * full_flops + 1e-9)) if budget <= 1 else int(budget)
 
@@ -152,8 +165,8 @@ class SearchSpace:
         except ValueError:
             raise ValueError(
                 "Invalid value for argument `budgets`. Expected positive numbers: fractions of the "
-                f"full FLOPs ({self.full_flops}) if <= 1, else absolute FLOPs. Received: "
-                f"budgets={list(values)!r}"
+                f"full FLOPs ({self.full_flops}) if <= 1, else absolute FLOPs below 2**63. "
+                f"Received: budgets={list(values)!r}"
             ) from None
         if min(absolute) < self.smallest_flops:
             raise ValueError(
