@@ -68,6 +68,18 @@ TIPS_VARIANTS = {
     "score-sum": {"score": "sum"},
     "coupling0.1": {"coupling": 0.1},
     "k2-distill": {"paths_per_step": 2, "include_largest": True, "distillation": 0.5},
+    # TIPS inside the authors' training loop: the sandwich rule (largest + smallest + 2 paths)
+    # with in-place distillation, the 2 middle paths drawn by importance instead of uniformly.
+    "k4-sandwich-distill": {"paths_per_step": 4, "include_largest": True, "include_smallest": True,
+                            "distillation": 0.5},
+}
+# Baselines with options (--baseline-variants): name -> (sampler, TIPSCallback options).
+BASELINE_VARIANTS = {
+    "sandwich[distill]": ("sandwich", {"distillation": 0.5}),
+}
+# The baseline that isolates each variant's sampling rule: same paths per step, same distillation.
+MATCHED_BASELINE = {
+    "tips[k4-sandwich-distill]": "sandwich[distill]",
 }
 DEFAULT_VARIANTS = ("p05-95", "p35-65", "score-sum", "k2-distill")
 

@@ -50,8 +50,9 @@ def _steady_times(rows):
     return np.asarray(times)
 
 
-def summarize(records, levels, num_classes, target=None):
-    """Per run name: fixed-set / front / convergence / time statistics over seeds."""
+def summarize(records, levels, num_classes, target=None, matched=None):
+    """Per run name: fixed-set / front / convergence / time statistics over seeds; paired
+    differences against uniform (``comparisons``) and against each run's ``matched`` baseline."""
     names = list(dict.fromkeys(r["name"] for r in records))
     by = {n: [r for r in records if r["name"] == n] for n in names}
     supernets = [n for n in names if by[n][0]["group"] != "fixed"]
@@ -92,6 +93,8 @@ def summarize(records, levels, num_classes, target=None):
         out["runs"][n] = s
     out["comparisons"] = {n: paired_diff(out["runs"], n, "uniform") for n in supernets
                           if n != "uniform" and "uniform" in out["runs"]}
+    out["matched"] = {n: dict(paired_diff(out["runs"], n, ref), ref=ref)
+                      for n, ref in (matched or {}).items() if n in out["runs"] and ref in out["runs"]}
     return out
 
 
@@ -118,9 +121,10 @@ def paired_diff(runs, name, ref):
     return out
 
 
-def verdict(summary, name="tips", ref="uniform"):
-    """The plain sentence on whether ``name`` beats ``ref`` (printed and written, never hidden)."""
-    c = summary["comparisons"].get(name)
+def verdict(summary, name="tips", ref="uniform", key="comparisons"):
+    """The plain sentence on whether ``name`` beats ``ref`` (printed and written, never hidden);
+    ``key`` is "comparisons" (``ref`` uniform) or "matched" (the matched baseline)."""
+    c = summary.get(key, {}).get(name)
     if c is None or c["fixed_mean_per_seed"]["mean"] is None:
         return f"{name} vs {ref}: not compared (one of them was not run)."
     m, s = c["fixed_mean_per_seed"]["mean"] * 100, c["fixed_mean_per_seed"]["std"] * 100
@@ -169,6 +173,10 @@ def write_markdown(path, summary, meta, configs):
     L += ["", f"Convergence target (validation metric): {summary['target']:.2f}; uniform's steady "
           f"training wall time: {summary['uniform_wall_time'] or float('nan'):.1f} s.", ""]
     L += ["## TIPS vs uniform", ""] + [f"- {verdict(summary, n)}" for n in summary["comparisons"]] + [""]
+    if summary.get("matched"):
+        L += ["## Against the baseline with the same paths per step and distillation", ""]
+        L += [f"- {verdict(summary, n, c['ref'], key='matched')}" for n, c in summary["matched"].items()]
+        L += [""]
     budgets = list(next((s["front"] for s in runs.values() if "front" in s), {}))
     L += [f"## Searched front: test accuracy (%) of the best validation configuration per budget "
           f"({meta['front_method']})", "",
@@ -183,7 +191,27 @@ def write_markdown(path, summary, meta, configs):
         L += [f"- {n}: importance " + ", ".join(f"{g} {v:.2f}" for g, v in imp["importance"].items()),
               f"  P(on) " + ", ".join(f"{g} {v:.2f}" for g, v in imp["gate_probs"].items())]
     L += ["", "## Method notes", ""] + [f"- {x}" for x in meta["notes"]] + [""]
-    atomic_write(path, "\n".join(L))
+    atomic_write(path, keep_analysis(path, "\n".join(L)))
+
+
+def keep_analysis(path, text):
+    """``text`` plus the hand-written analysis (after `ANALYSIS_MARKER`) of the file at ``path``,
+    flagged as written for an earlier run."""
+    if not os.path.exists(path):
+        return text
+    with open(path) as f:
+        old = f.read()
+    if ANALYSIS_MARKER not in old:
+        return text
+    tail = old[old.index(ANALYSIS_MARKER) + len(ANALYSIS_MARKER):].replace(STALE_LINE, "")
+    print(f"[compare] kept the hand-written analysis in {path}: check it against the new tables")
+    return text + "\n" + ANALYSIS_MARKER + STALE_LINE + tail
+
+
+# Everything after this line in RESULTS.md is written by hand and kept when the file is regenerated.
+ANALYSIS_MARKER = "<!-- hand-written analysis: kept when this file is regenerated -->"
+STALE_LINE = ("\n\n**The analysis below was written for an earlier run; check it against the tables "
+              "above.**\n")
 
 
 def mean_history(records):

@@ -68,6 +68,8 @@ def parse_args(argv):
     p.add_argument("--tips-variants", nargs="?", const=",".join(lib.DEFAULT_VARIANTS), default=None,
                    help=f"comma-separated TIPS variants (default {','.join(lib.DEFAULT_VARIANTS)}; "
                         f"known: {','.join(lib.TIPS_VARIANTS)}, or all)")
+    p.add_argument("--baseline-variants", nargs="?", const=",".join(lib.BASELINE_VARIANTS), default=None,
+                   help=f"comma-separated baselines with options (default: all: {','.join(lib.BASELINE_VARIANTS)})")
     p.add_argument("--no-separate", action="store_true", help="skip the separately trained networks")
     p.add_argument("--epochs", type=int, default=None, help="override the setting's epochs")
     p.add_argument("--front", choices=tuple(lib.FRONT_METHODS), default="auto")
@@ -91,6 +93,11 @@ def run_specs(args):
         if name not in lib.TIPS_VARIANTS:
             raise SystemExit(f"Unknown TIPS variant {name!r}. Known: {', '.join(lib.TIPS_VARIANTS)}")
         specs.append(lib.RunSpec(f"tips[{name}]", "variant", "tips", dict(lib.TIPS_VARIANTS[name])))
+    for name in args.baseline_variants.split(",") if args.baseline_variants else []:
+        if name not in lib.BASELINE_VARIANTS:
+            raise SystemExit(f"Unknown baseline variant {name!r}. Known: {', '.join(lib.BASELINE_VARIANTS)}")
+        sampler, options = lib.BASELINE_VARIANTS[name]
+        specs.append(lib.RunSpec(name, "variant", sampler, dict(options)))
     if not args.no_separate:
         specs += [lib.RunSpec(f"separate-{l:.0%}", "fixed", level=l) for l in lib.FIXED_LEVELS]
     return specs
@@ -146,7 +153,8 @@ def main(argv=None):
         records.append(rec)
         report.write_json(json_path, {"setting": setting.name, "records": records, "partial": True})
 
-    summary = report.summarize(records, lib.LEVELS, len(splits.class_names), args.target)
+    summary = report.summarize(records, lib.LEVELS, len(splits.class_names), args.target,
+                               matched=lib.MATCHED_BASELINE)
     meta = build_meta(args, argv, setting, space, full_flops, configs, records, start, load_start)
     report.write_markdown(os.path.join(args.out, "RESULTS.md"), summary, meta, configs)
     report.plot_all(args.out, summary, records, configs, list(lib.LEVELS))
@@ -158,6 +166,8 @@ def main(argv=None):
         print("\n" + f.read())
     for name in summary["comparisons"]:
         print(report.verdict(summary, name), flush=True)
+    for name, c in summary["matched"].items():
+        print(report.verdict(summary, name, c["ref"], key="matched"), flush=True)
     print(f"[compare] done in {time.perf_counter() - start:.0f} s; outputs in {args.out}")
 
 

@@ -78,3 +78,17 @@ def test_fixed_sampler_and_config_selection():
     draws = [sampler.sample(np.random.default_rng(i)) for i in range(3)]
     assert all(np.array_equal(d, configs[0.5][0][None, :]) for d in draws)
     assert sampler.exit_probs.sum() == 1.0
+
+
+def test_regenerating_results_keeps_the_hand_written_analysis_flagged(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import _compare_report as report
+
+    path = tmp_path / "RESULTS.md"
+    assert report.keep_analysis(str(path), "tables") == "tables"  # no file yet
+    path.write_text("old tables\n" + report.ANALYSIS_MARKER + "\n\nTIPS loses because ...\n")
+    once = report.keep_analysis(str(path), "new tables")
+    assert once.startswith("new tables\n" + report.ANALYSIS_MARKER)
+    assert "written for an earlier run" in once and once.endswith("TIPS loses because ...\n")
+    path.write_text(once)
+    assert report.keep_analysis(str(path), "new tables") == once  # the warning is not repeated

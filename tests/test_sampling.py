@@ -66,6 +66,22 @@ def test_tips_include_largest():
     assert paths.shape == (3, 7)
 
 
+def test_tips_sandwich_draws_the_middle_paths_by_importance():
+    sampler = sampling.get_sampler("tips", SPACE, paths_per_step=4, include_largest=True,
+                                   include_smallest=True, p_min=0.0, p_max=1.0)
+    sampler.update(np.array([1, 1, 1, 0, 0, 0], float))
+    for seed in range(5):
+        paths = sampler.sample(np.random.default_rng(seed))
+        assert paths.shape == (4, 7)
+        np.testing.assert_array_equal(paths[0], SPACE.largest().to_vector())
+        np.testing.assert_array_equal(paths[1], SPACE.smallest().to_vector())
+        for path in paths[2:]:  # importance 1 -> on, 0 -> off (gates past the exit canonically off)
+            expected = SPACE.canonical_vectors([[1, 1, 1, 0, 0, 0, path[-1]]])[0]
+            np.testing.assert_array_equal(path, expected)
+    with pytest.raises(ValueError, match="Expected at least 3.*paths_per_step=2"):
+        sampling.get_sampler("tips", SPACE, paths_per_step=2, include_largest=True, include_smallest=True)
+
+
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [

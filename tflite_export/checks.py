@@ -21,6 +21,22 @@ def _invalid(arg, expected, received):
 
 
 def check_quantization(quantization):
+    """Validates a quantization mode name.
+
+    Args:
+        quantization: one of `QUANTIZATIONS`: ``"float32"``, ``"float16"``, ``"dynamic"``,
+            ``"int8"``.
+
+    Returns:
+        ``quantization`` unchanged.
+
+    Raises:
+        ValueError: any other value (non-strings included).
+
+    Example:
+        >>> check_quantization("int8")
+        'int8'
+    """
     if not isinstance(quantization, str) or quantization not in QUANTIZATIONS:
         raise _invalid(
             "quantization",
@@ -31,8 +47,30 @@ def check_quantization(quantization):
 
 
 def model_io_spec(model):
-    """Return `(input_shape_without_batch, num_classes)` of a plain
-    single-input, single-output Keras classifier; raise ValueError otherwise."""
+    """Input shape and number of classes of a plain Keras classifier.
+
+    Every export path runs it first: models the converter or an app cannot handle (several
+    inputs or outputs, a dynamic non-batch dimension, an output that is not 2-D) fail before any
+    conversion work.
+
+    Args:
+        model: a built Keras functional or Sequential model.
+
+    Returns:
+        ``(input_shape, num_classes)``: the input shape without the batch dimension (a tuple of
+        ints) and the size of the ``(batch, num_classes)`` output.
+
+    Raises:
+        ValueError: no ``inputs`` / ``outputs`` (an unbuilt or subclassed model), more than one
+            input or output, a None input dimension other than the batch, or an output that is
+            not ``(batch, num_classes)``.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+        ...                           keras.layers.Dense(10)])  # doctest: +SKIP
+        >>> model_io_spec(model)  # doctest: +SKIP
+        ((28, 28, 1), 10)
+    """
     inputs = getattr(model, "inputs", None)
     outputs = getattr(model, "outputs", None)
     if not inputs or not outputs:
@@ -65,8 +103,24 @@ def model_io_spec(model):
 
 
 def check_inputs_array(arg, x, input_shape):
-    """Validate a batch of model inputs: ndarray-like, floating point, shape
-    `(n, *input_shape)` with n >= 1, all values finite."""
+    """Validates a batch of preprocessed model inputs.
+
+    Args:
+        arg: the argument name error messages give (e.g. ``"representative_data"``).
+        x: array-like of shape ``(n, *input_shape)`` with ``n >= 1``: floating point, finite.
+        input_shape: the model's input shape without the batch dimension (a tuple).
+
+    Returns:
+        ``x`` as a float32 ndarray (not copied when it already is one).
+
+    Raises:
+        ValueError: ``x`` is None, not convertible to an array, not floating point (integer
+            images must be preprocessed first), of another shape, empty, or not finite.
+
+    Example:
+        >>> check_inputs_array("x", np.zeros((2, 4)), (4,)).dtype
+        dtype('float32')
+    """
     if x is None:
         raise _invalid(arg, f"an array of shape (n, {_fmt(input_shape)})", "None")
     try:
@@ -93,8 +147,25 @@ def check_inputs_array(arg, x, input_shape):
 
 
 def check_labels_array(y, n, num_classes):
-    """Integer class ids `(n,)`/`(n, 1)` or one-hot `(n, num_classes)` ->
-    int64 class ids of shape (n,)."""
+    """Converts labels to int64 class ids, checking their count, form and range.
+
+    Args:
+        y: integer class ids of shape ``(n,)`` or ``(n, 1)`` (floats with integral values are
+            accepted), or one-hot rows ``(n, num_classes)`` (their argmax is taken).
+        n: the number of samples of the matching inputs.
+        num_classes: the model's number of classes.
+
+    Returns:
+        An int64 array of shape ``(n,)``.
+
+    Raises:
+        ValueError: ``len(y) != n``, another shape or dtype, or a class id outside
+            ``[0, num_classes)``. Messages name the argument ``validation_data``.
+
+    Example:
+        >>> check_labels_array(np.eye(3)[[2, 0]], 2, 3).tolist()
+        [2, 0]
+    """
     arr = np.asarray(y)
     if arr.ndim >= 1 and arr.shape[0] != n:
         raise _invalid(
@@ -126,6 +197,23 @@ def check_labels_array(y, n, num_classes):
 
 
 def check_validation_data(validation_data, input_shape, num_classes):
+    """Validates the optional ``validation_data`` of an export.
+
+    Args:
+        validation_data: None, or a pair ``(x, y)`` (tuple or list): inputs as for
+            `check_inputs_array`, labels as for `check_labels_array`.
+        input_shape: the model's input shape without the batch dimension.
+        num_classes: the model's number of classes.
+
+    Returns:
+        None when ``validation_data`` is None, else ``(x, y)`` as float32 inputs and int64 ids.
+
+    Raises:
+        ValueError: not a pair, or invalid ``x`` or ``y``.
+
+    Example:
+        >>> x, y = check_validation_data((x_test, y_test), (28, 28, 1), 10)  # doctest: +SKIP
+    """
     if validation_data is None:
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -143,6 +231,23 @@ def check_validation_data(validation_data, input_shape, num_classes):
 
 
 def check_representative_data(representative_data, quantization, input_shape):
+    """Validates the calibration inputs for a quantization mode.
+
+    Args:
+        representative_data: None, or inputs as for `check_inputs_array`.
+        quantization: the quantization mode; ``"int8"`` requires data.
+        input_shape: the model's input shape without the batch dimension.
+
+    Returns:
+        None when no data was given (and none is required), else the inputs as float32.
+
+    Raises:
+        ValueError: no data with ``quantization="int8"``, or invalid data.
+
+    Example:
+        >>> check_representative_data(None, "float16", (28, 28, 1)) is None
+        True
+    """
     if representative_data is None:
         if quantization == "int8":
             raise _invalid(
@@ -156,6 +261,24 @@ def check_representative_data(representative_data, quantization, input_shape):
 
 
 def check_labels(labels, num_classes):
+    """Validates the optional class names written to ``labels.txt``.
+
+    Args:
+        labels: None, or a sequence (not a string) of ``num_classes`` non-empty strings without
+            line breaks, one per model output.
+        num_classes: the model's number of classes.
+
+    Returns:
+        None, or the labels as a list.
+
+    Raises:
+        ValueError: a string or an object without a length, the wrong number of labels, or a
+            label that is not a non-empty single-line string.
+
+    Example:
+        >>> check_labels(("cat", "dog"), 2)
+        ['cat', 'dog']
+    """
     if labels is None:
         return None
     if isinstance(labels, str) or not hasattr(labels, "__len__"):
@@ -176,6 +299,22 @@ def check_labels(labels, num_classes):
 
 
 def check_metadata(metadata):
+    """Validates the optional user metadata of an export.
+
+    Args:
+        metadata: None, or a dict that JSON can encode without NaN / inf. Its optional
+            ``"flops"`` entry must be a non-negative finite number (not a bool).
+
+    Returns:
+        A shallow copy of the dict (``{}`` for None).
+
+    Raises:
+        ValueError: not a dict, not JSON-serializable, or a bad ``"flops"``.
+
+    Example:
+        >>> check_metadata({"flops": 1200, "budget": 0.5})
+        {'flops': 1200, 'budget': 0.5}
+    """
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):

@@ -42,8 +42,20 @@ ROUTES = ("signature", "keras")
 
 
 def representative_dataset(x):
-    """Return a generator function yielding one-sample float32 batches, the
-    form `TFLiteConverter.representative_dataset` expects."""
+    """Wraps calibration inputs in the generator function a TFLite converter expects.
+
+    Args:
+        x: array-like of model inputs ``(n, *input_shape)``; converted to float32.
+
+    Returns:
+        A function that yields ``[x[i:i + 1]]`` (one-sample float32 batches) for every sample in
+        order; assign it to ``converter.representative_dataset``.
+
+    Example:
+        >>> gen = representative_dataset(np.zeros((3, 4)))
+        >>> [batch[0].shape for batch in gen()]
+        [(1, 4), (1, 4), (1, 4)]
+    """
     x = np.asarray(x, dtype=np.float32)
 
     def gen():
@@ -54,7 +66,29 @@ def representative_dataset(x):
 
 
 def configure_converter(converter, quantization, representative_data=None):
-    """Set the optimization options of `converter` for `quantization`."""
+    """Sets the optimization options of a TFLite converter for a quantization mode.
+
+    ``"float32"`` leaves the converter as it is; ``"float16"`` stores the weights as fp16;
+    ``"dynamic"`` quantizes the weights to int8 (float activations); ``"int8"`` is full-integer
+    quantization calibrated on ``representative_data``, with int8 input and output tensors (see
+    the module docstring for the exact settings).
+
+    Args:
+        converter: a ``tf.lite.TFLiteConverter`` (e.g. from `make_converter`).
+        quantization: ``"float32"``, ``"float16"``, ``"dynamic"`` or ``"int8"``.
+        representative_data: calibration inputs ``(n, *input_shape)``; required for ``"int8"``,
+            ignored otherwise.
+
+    Returns:
+        The same ``converter``, configured in place.
+
+    Raises:
+        ValueError: an unknown quantization, or ``"int8"`` without ``representative_data``.
+
+    Example:
+        >>> converter = tf.lite.TFLiteConverter.from_keras_model(model)  # doctest: +SKIP
+        >>> data = configure_converter(converter, "int8", x_train[:500]).convert()  # doctest: +SKIP
+    """
     import tensorflow as tf
 
     check_quantization(quantization)
@@ -78,10 +112,31 @@ def configure_converter(converter, quantization, representative_data=None):
 
 def make_converter(model, route="signature", *, signature_key=None,
                    input_name=None, output_name=None, workdir=None):
-    """Create an unconfigured `tf.lite.TFLiteConverter` for `model`.
+    """Creates an unconfigured ``tf.lite.TFLiteConverter`` for ``model``.
 
-    For ``route="signature"`` a SavedModel is written into `workdir` (which
-    must outlive the `convert()` call)."""
+    With ``route="signature"`` the model is first written into ``workdir`` as a SavedModel with
+    one named endpoint (`tflite_export.android.save_serving_model`); ``workdir`` must outlive the
+    ``convert()`` call. ``route="keras"`` reads the Keras model directly (the signature input is
+    then named after the Keras input layer and the output ``output_0``).
+
+    Args:
+        model: a plain Keras model.
+        route: ``"signature"`` (default) or ``"keras"``.
+        signature_key: signature name (default ``"serving_default"``; signature route only).
+        input_name: signature input name (default ``"image"``; signature route only).
+        output_name: signature output name (default ``"probabilities"``; signature route only).
+        workdir: directory of the SavedModel; required for the signature route.
+
+    Returns:
+        A ``tf.lite.TFLiteConverter``.
+
+    Raises:
+        ValueError: an unknown ``route``, or the signature route without ``workdir``.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:  # doctest: +SKIP
+        ...     data = make_converter(model, workdir=tmp).convert()
+    """
     import tensorflow as tf
 
     if route == "keras":
@@ -107,11 +162,34 @@ def make_converter(model, route="signature", *, signature_key=None,
 def convert_model(model, quantization="float32", representative_data=None, *,
                   route="signature", signature_key=None, input_name=None,
                   output_name=None):
-    """Convert a plain Keras classifier to TFLite and return the bytes.
+    """Converts a plain Keras classifier to a TFLite flatbuffer.
 
-    ```python
-    data = convert_model(model, "int8", representative_data=x_train[:500])
-    ```
+    The model and the calibration data are validated first (`model_io_spec`,
+    `check_representative_data`); the SavedModel of the signature route goes to a temporary
+    directory that is removed afterwards. `export_tflite` also verifies the result and writes a
+    deployable directory: use it unless you only need the bytes.
+
+    Args:
+        model: a built single-input, single-output Keras classifier with a fixed input shape.
+        quantization: ``"float32"`` (default), ``"float16"``, ``"dynamic"`` or ``"int8"``.
+        representative_data: float calibration inputs ``(n, *input_shape)``; required for
+            ``"int8"``.
+        route: ``"signature"`` (default; named signature ``serving_default(image) ->
+            probabilities``) or ``"keras"``.
+        signature_key: signature name (default ``"serving_default"``).
+        input_name: signature input name (default ``"image"``).
+        output_name: signature output name (default ``"probabilities"``).
+
+    Returns:
+        The ``.tflite`` flatbuffer as ``bytes``.
+
+    Raises:
+        ValueError: an invalid quantization, model, calibration data or route.
+
+    Example:
+        >>> data = convert_model(model, "int8", representative_data=x_train[:500])  # doctest: +SKIP
+        >>> len(data) < 100_000  # doctest: +SKIP
+        True
     """
     check_quantization(quantization)
     input_shape, _ = model_io_spec(model)

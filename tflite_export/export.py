@@ -38,13 +38,18 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
                   validation_data=None, labels=None, metadata=None, overwrite=False,
                   *, micro=None, micro_variable="g_model_data", route="signature",
                   batch_size=256, measure_latency=True):
-    """Convert a plain Keras classifier to TFLite and write a deployable dir.
+    """Converts a plain Keras classifier to TFLite, verifies it and writes a deployable dir.
+
+    Every argument is validated before any conversion work; the written ``model.tflite`` is read
+    back and checked (output size, named signature, accuracy against Keras when
+    ``validation_data`` is given). The directory is built atomically, so a failure leaves
+    ``out_dir`` as it was.
 
     Args:
         model: single-input, single-output Keras model (no custom layers).
         out_dir: directory to create. Written atomically: built in a hidden
             sibling temp dir and renamed into place at the end.
-        quantization: "float32" | "float16" | "dynamic" | "int8".
+        quantization: "float32" (default) | "float16" | "dynamic" | "int8".
         representative_data: float array `(n, *input_shape)`, required for
             "int8" (calibration); typically ~100-500 training samples.
         validation_data: optional `(x, y)`; y as class ids or one-hot. Used to
@@ -53,15 +58,32 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
         metadata: optional JSON-able dict; keys "config" and "flops" are
             promoted to top-level manifest fields, the rest kept under
             "metadata".
-        overwrite: replace an existing non-empty `out_dir`.
+        overwrite: replace an existing non-empty `out_dir` (default False).
         micro: write the TFLM C array (`model_data.cc/.h`) and enforce the
             TFLM op allow-list. Default: True for "int8", else False.
         micro_variable: C variable name of the array (default g_model_data).
         route: "signature" (named serving signature, default) or "keras".
+        batch_size: batch size of the Keras / TFLite comparison (default 256).
+        measure_latency: time batch-1 invokes on the host CPU (default True).
 
     Returns:
         ExportReport. Files: model.tflite, manifest.json, labels.txt (if
         labels), model_data.cc/.h (if micro).
+
+    Raises:
+        ValueError: an invalid argument (model, quantization, data, labels, metadata,
+            route, ``micro=True`` without int8, a ``micro_variable`` that is not a C
+            identifier) or, with ``micro``, an op TensorFlow Lite Micro lacks.
+        FileExistsError: ``out_dir`` is a file, or a non-empty directory and
+            ``overwrite`` is False.
+        RuntimeError: the written model's output size, signature or outputs do not
+            match the Keras model.
+
+    Example:
+        >>> report = export_tflite(model, "out/b050", quantization="int8",
+        ...                        representative_data=x_train[:500],
+        ...                        validation_data=(x_test, y_test))  # doctest: +SKIP
+        >>> print(report.table())  # doctest: +SKIP
     """
     # --- validate everything before doing any work -------------------------
     check_quantization(quantization)

@@ -28,6 +28,14 @@ FASHION_SHAPE = (28, 28, 1)
 
 
 def add_arguments(parser):
+    """Adds the ``--front`` options (budgets, BatchNorm recalibration, default data) to ``parser``.
+
+    Args:
+        parser: the `argparse.ArgumentParser` of ``python -m tflite_export`` or ``tips-keras export``.
+
+    Returns:
+        The argument group that holds them.
+    """
     g = parser.add_argument_group(
         "supernet Pareto front (--front)",
         "With --front, --model must be a tips_keras supernet (.keras). Without "
@@ -52,7 +60,15 @@ def add_arguments(parser):
 
 
 def check_usage(args, usage_error):
-    """Option combinations that only make sense with --front."""
+    """Refuses option combinations that only make sense with ``--front``.
+
+    Args:
+        args: the parsed arguments.
+        usage_error: exception class to raise (the CLI turns it into exit code 2).
+
+    Raises:
+        usage_error: e.g. ``--budgets`` without ``--front``.
+    """
     if not args.front:
         for opt, bad in (("--budgets", args.budgets), ("--no-recalibrate", args.no_recalibrate),
                          ("--no-default-data", args.no_default_data)):
@@ -108,6 +124,14 @@ def _default_data(model, args, rep, val, labels, recal):
 
 def resolve_front_jobs(args, rep, val, labels, *, load_array, load_json, job_cls, usage_error):
     """Reads the supernet and the front and returns one job per budget.
+
+    Args:
+        args: the parsed arguments (``--model`` is the supernet, ``--front`` its front).
+        rep, val, labels: calibration inputs, ``(x, y)`` validation data and class names given
+            on the command line, or None (then filled from the defaults).
+        load_array, load_json: the CLI's readers of ``.npz`` and JSON files.
+        job_cls: the job class to instantiate (``ExportJob``).
+        usage_error: exception class for bad usage.
 
     Returns:
         ``(jobs, rep, val, labels)``: the jobs (out_dir below ``--out``) and the data to use,

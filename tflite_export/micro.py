@@ -76,8 +76,21 @@ _CPP_KEYWORDS = {"int", "char", "const", "unsigned", "extern", "static",
 
 
 def check_micro_ops(ops):
-    """Return the sorted unique op names if all run on TFLM, else raise
-    ValueError naming every unsupported op."""
+    """Checks that every op has a TensorFlow Lite Micro kernel.
+
+    Args:
+        ops: op names, e.g. ``inspect_model(data)["ops"]`` (repetitions allowed).
+
+    Returns:
+        The sorted unique op names.
+
+    Raises:
+        ValueError: ops missing from `TFLM_BUILTIN_OPS`; the message names all of them.
+
+    Example:
+        >>> check_micro_ops(["CONV_2D", "SOFTMAX", "CONV_2D"])
+        ['CONV_2D', 'SOFTMAX']
+    """
     unique = sorted(set(ops))
     bad = [op for op in unique if op not in TFLM_BUILTIN_OPS]
     if bad:
@@ -92,7 +105,21 @@ def check_micro_ops(ops):
 
 
 def resolver_calls(ops):
-    """C++ lines registering `ops` with a MicroMutableOpResolver."""
+    """C++ lines registering ``ops`` with a ``MicroMutableOpResolver`` of the right size.
+
+    Args:
+        ops: op names (repetitions allowed).
+
+    Returns:
+        A list of strings: the resolver declaration, then ``resolver.AddX();`` per unique op.
+
+    Raises:
+        ValueError: an op without a TFLM kernel (see `check_micro_ops`).
+
+    Example:
+        >>> resolver_calls(["SOFTMAX", "CONV_2D"])[1:]
+        ['resolver.AddConv2D();', 'resolver.AddSoftmax();']
+    """
     unique = check_micro_ops(ops)
     lines = [f"tflite::MicroMutableOpResolver<{len(unique)}> resolver;"]
     lines += [f"resolver.{TFLM_BUILTIN_OPS[op]}();" for op in unique]
@@ -101,6 +128,20 @@ def resolver_calls(ops):
 
 @dataclass
 class ArenaEstimate:
+    """Tensor-arena size estimate of a TFLM model (`estimate_arena` explains the method).
+
+    Attributes:
+        peak_activation_bytes: largest sum of simultaneously live activations (16-byte aligned).
+        total_activation_bytes: sum of all activations (the no-reuse upper bound).
+        overhead_bytes: approximation of TFLM's persistent allocations.
+        margin: the safety margin used (0.25 = +25 %).
+        recommended_bytes: ``ceil((peak + overhead) * (1 + margin))`` rounded up to 1 KiB.
+
+    Example:
+        >>> arena = estimate_arena(tflite_bytes)  # doctest: +SKIP
+        >>> arena.recommended_bytes  # doctest: +SKIP
+        40960
+    """
     peak_activation_bytes: int
     total_activation_bytes: int
     overhead_bytes: int
@@ -108,6 +149,11 @@ class ArenaEstimate:
     recommended_bytes: int
 
     def to_dict(self):
+        """The estimate as a JSON-able dict.
+
+        Returns:
+            ``{field name: value}`` for the five fields.
+        """
         return asdict(self)
 
 
@@ -130,6 +176,18 @@ def estimate_arena(model_content, margin=0.25):
     channel). `recommended_bytes = ceil((peak + overhead) * (1 + margin))`
     rounded up to 1 KiB. Confirm on target with RecordingMicroInterpreter
     (`arena_used_bytes()`) and trim.
+
+    Args:
+        model_content: the ``.tflite`` flatbuffer (bytes), usually int8.
+        margin: safety margin on top of peak + overhead (default 0.25, i.e. +25 %).
+
+    Returns:
+        An `ArenaEstimate`.
+
+    Example:
+        >>> arena = estimate_arena(open("out/b050/model.tflite", "rb").read())  # doctest: +SKIP
+        >>> arena.recommended_bytes % 1024  # doctest: +SKIP
+        0
     """
     interp = make_interpreter(model_content, delegates=False)
     interp.allocate_tensors()
@@ -176,6 +234,23 @@ def estimate_arena(model_content, margin=0.25):
 
 
 def check_variable_name(name):
+    """Validates the C variable name of the embedded model array.
+
+    Args:
+        name: a C identifier (letters, digits and ``_``, not starting with a digit) that is
+            neither one of a few C++ keywords (``int``, ``const``, ``class``, ...) nor a Python
+            keyword.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        ValueError: anything else.
+
+    Example:
+        >>> check_variable_name("g_model_data")
+        'g_model_data'
+    """
     if not isinstance(name, str) or not _IDENT.match(name) or (
         name in _CPP_KEYWORDS or keyword.iskeyword(name)
     ):
@@ -188,7 +263,32 @@ def check_variable_name(name):
 
 def c_source(model_content, variable_name="g_model_data",
              header_name="model_data.h", ops=None, arena=None):
-    """Return `(cc_text, h_text)` embedding `model_content` as a C array."""
+    """C++ source and header embedding a ``.tflite`` as a byte array for TensorFlow Lite Micro.
+
+    The ``.cc`` defines ``alignas(16) const unsigned char <var>[]`` and
+    ``const unsigned int <var>_len``; the header declares both behind an include guard and, when
+    given, lists the resolver calls for ``ops`` (as comments) and a
+    ``constexpr unsigned int <var>_arena_size`` from ``arena``.
+
+    Args:
+        model_content: the ``.tflite`` flatbuffer (bytes).
+        variable_name: C identifier of the array (default ``"g_model_data"``).
+        header_name: the header the ``.cc`` includes (default ``"model_data.h"``).
+        ops: optional op names for the resolver comment.
+        arena: optional `ArenaEstimate` for the arena-size constant.
+
+    Returns:
+        ``(cc_text, h_text)``.
+
+    Raises:
+        ValueError: ``variable_name`` is not a valid name (see `check_variable_name`), or an op
+            has no TFLM kernel.
+
+    Example:
+        >>> cc, h = c_source(b"TFL3", "g_model")
+        >>> "const unsigned int g_model_len = 4;" in cc
+        True
+    """
     var = check_variable_name(variable_name)
     data = bytes(model_content)
     digest = hashlib.sha256(data).hexdigest()
@@ -228,7 +328,25 @@ def c_source(model_content, variable_name="g_model_data",
 
 
 def read_c_array(cc_text, variable_name="g_model_data"):
-    """Parse the bytes and declared length back out of a generated .cc."""
+    """Parses the bytes and the declared length back out of a generated ``.cc`` file.
+
+    Tests and CI use it to check that a C array still matches the ``.tflite`` it came from.
+
+    Args:
+        cc_text: the text of a ``.cc`` written by `c_source`.
+        variable_name: the array's C name (default ``"g_model_data"``).
+
+    Returns:
+        ``(data, length)``: the array's bytes and the value of ``<variable_name>_len``.
+
+    Raises:
+        ValueError: ``cc_text`` has no array or no length of that name.
+
+    Example:
+        >>> cc, _ = c_source(b"TFL3", "g_model")
+        >>> read_c_array(cc, "g_model")
+        (b'TFL3', 4)
+    """
     var = re.escape(variable_name)
     m = re.search(var + r"\[\]\s*=\s*\{(.*?)\};", cc_text, re.S)
     n = re.search(var + r"_len\s*=\s*(\d+)\s*;", cc_text)

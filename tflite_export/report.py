@@ -16,6 +16,31 @@ def _tensor(t):
 
 @dataclass
 class ExportReport:
+    """What one `export_tflite` call produced and measured.
+
+    ``str(report)`` is `table`; `to_dict` is the JSON-able form.
+
+    Attributes:
+        out_dir: the export directory.
+        quantization: the quantization mode.
+        size_bytes: size of ``model.tflite`` in bytes.
+        params: number of parameters of the Keras model.
+        input: the input tensor's manifest entry (name, shape, dtype, scale, zero_point, ...).
+        output: the output tensor's manifest entry.
+        ops: the op types of the ``.tflite``, sorted.
+        signature: ``{key: {"inputs": [...], "outputs": [...]}}``.
+        files: ``{file name: size in bytes}`` of the written files.
+        flops: ``metadata["flops"]``, or None.
+        accuracy: the `tflite_export.evaluate` dict, or None without validation data.
+        latency_ms: median host-CPU latency of one batch-1 invoke, or None.
+        micro: the TFLM section of the manifest, or None.
+        labels_file: ``"labels.txt"``, or None.
+        config: ``metadata["config"]``, or None.
+
+    Example:
+        >>> report = export_tflite(model, "out/b050", "int8", x_train[:500])  # doctest: +SKIP
+        >>> report.size_bytes, report.files  # doctest: +SKIP
+    """
     out_dir: str
     quantization: str
     size_bytes: int
@@ -33,10 +58,23 @@ class ExportReport:
     config: object = None
 
     def to_dict(self):
-        """JSON-able copy of every field."""
+        """JSON-able deep copy of every field.
+
+        Returns:
+            A dict with one key per field.
+
+        Example:
+            >>> json.dumps(report.to_dict())  # doctest: +SKIP
+        """
         return copy.deepcopy(asdict(self))
 
     def rows(self):
+        """The ``(label, value)`` rows that `table` lays out.
+
+        Returns:
+            A list of string pairs: size, quantization, params, FLOPs, tensors, signature and ops,
+            then the accuracy, latency and TFLM rows when measured, and the files.
+        """
         rows = [
             ("model.tflite", _kb(self.size_bytes)),
             ("quantization", self.quantization),
@@ -70,7 +108,14 @@ class ExportReport:
         return rows
 
     def table(self):
-        """Human-readable two-column text table."""
+        """Human-readable two-column text table (also ``str(report)``).
+
+        Returns:
+            The table as a string, titled with the export directory.
+
+        Example:
+            >>> print(report.table())  # doctest: +SKIP
+        """
         rows = self.rows()
         width = max(len(k) for k, _ in rows)
         title = f"TFLite export -> {self.out_dir}"

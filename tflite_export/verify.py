@@ -20,8 +20,21 @@ _PSEUDO_OPS = {"DELEGATE"}
 
 
 def make_interpreter(model_content, delegates=True, num_threads=None):
-    """LiteRT interpreter; `delegates=False` disables the default XNNPACK
-    delegate (needed when the op list must reflect the flatbuffer)."""
+    """Creates a LiteRT ``Interpreter`` for a ``.tflite`` flatbuffer.
+
+    Args:
+        model_content: the flatbuffer (bytes-like).
+        delegates: keep LiteRT's default delegate (XNNPACK; default True). False when the op
+            list must reflect the flatbuffer rather than the delegated graph.
+        num_threads: interpreter threads (default: LiteRT's choice).
+
+    Returns:
+        An ``ai_edge_litert.interpreter.Interpreter`` (tensors not yet allocated).
+
+    Example:
+        >>> interp = make_interpreter(tflite_bytes, delegates=False)  # doctest: +SKIP
+        >>> interp.get_input_details()[0]["dtype"]  # doctest: +SKIP
+    """
     kwargs = {"model_content": bytes(model_content)}
     if num_threads:
         kwargs["num_threads"] = num_threads
@@ -33,7 +46,20 @@ def make_interpreter(model_content, delegates=True, num_threads=None):
 
 
 def tensor_info(details):
-    """JSON-able summary of one entry of get_input/output_details()."""
+    """JSON-able summary of one entry of ``get_input_details()`` / ``get_output_details()``.
+
+    Args:
+        details: one tensor-details dict of a LiteRT interpreter.
+
+    Returns:
+        ``{"name", "shape", "shape_signature", "dtype", "scale", "zero_point"}`` as plain Python
+        values (-1 marks a dynamic dimension in ``shape_signature``; ``scale`` is 0.0 for an
+        unquantized tensor).
+
+    Example:
+        >>> tensor_info(interp.get_input_details()[0])["dtype"]  # doctest: +SKIP
+        'int8'
+    """
     scale, zero_point = details.get("quantization", (0.0, 0))
     shape_sig = details.get("shape_signature", details["shape"])
     return {
@@ -47,7 +73,18 @@ def tensor_info(details):
 
 
 def list_ops(model_content):
-    """Builtin op names in execution order (no delegate pseudo-ops)."""
+    """Builtin op names of a ``.tflite`` in execution order (no delegate pseudo-ops).
+
+    Args:
+        model_content: the flatbuffer (bytes).
+
+    Returns:
+        A list of op names such as ``"CONV_2D"``, repetitions included.
+
+    Example:
+        >>> list_ops(tflite_bytes)[:2]  # doctest: +SKIP
+        ['QUANTIZE', 'CONV_2D']
+    """
     interp = make_interpreter(model_content, delegates=False)
     return [
         str(op["op_name"])
@@ -57,6 +94,20 @@ def list_ops(model_content):
 
 
 def inspect_model(model_content):
+    """Describes a ``.tflite``: ops, input / output tensors, signatures and size.
+
+    Args:
+        model_content: the flatbuffer (bytes).
+
+    Returns:
+        A JSON-able dict: ``size_bytes``; ``ops`` (execution order) and ``op_types`` (sorted,
+        unique); ``inputs`` and ``outputs`` (lists of `tensor_info` dicts); ``signatures``
+        (``{key: {"inputs": [...], "outputs": [...]}}``).
+
+    Example:
+        >>> info = inspect_model(open("out/b050/model.tflite", "rb").read())  # doctest: +SKIP
+        >>> info["inputs"][0]["dtype"], info["op_types"]  # doctest: +SKIP
+    """
     interp = make_interpreter(model_content, delegates=False)
     inputs = interp.get_input_details()
     outputs = interp.get_output_details()
@@ -76,7 +127,26 @@ def inspect_model(model_content):
 
 
 def quantize(x, details):
-    """Float array -> the input tensor's dtype (no-op for float tensors)."""
+    """Converts float inputs to an input tensor's dtype.
+
+    For an integer tensor: ``round(x / scale) + zero_point``, clipped to the dtype's range; for
+    a float tensor: a cast only.
+
+    Args:
+        x: array-like of float inputs.
+        details: the input tensor's details dict (``dtype``, ``quantization``, ``name``).
+
+    Returns:
+        An ndarray of the tensor's dtype.
+
+    Raises:
+        ValueError: an integer tensor without a quantization scale.
+
+    Example:
+        >>> details = {"name": "image", "dtype": np.int8, "quantization": (1 / 255, -128)}
+        >>> quantize([0.0, 1.0], details).tolist()
+        [-128, 127]
+    """
     dtype = np.dtype(details["dtype"])
     if not np.issubdtype(dtype, np.integer):
         return np.asarray(x, dtype=dtype)
@@ -92,7 +162,23 @@ def quantize(x, details):
 
 
 def dequantize(y, details):
-    """Output tensor values -> float32 (uses scale/zero-point when integer)."""
+    """Converts output tensor values to float32.
+
+    Integer values with a scale become ``(y - zero_point) * scale``; integer values without a
+    scale and float values are only cast.
+
+    Args:
+        y: the output tensor's values.
+        details: the output tensor's details dict (``quantization``).
+
+    Returns:
+        A float32 ndarray.
+
+    Example:
+        >>> y = np.array([-128, 127], np.int8)
+        >>> dequantize(y, {"quantization": (1 / 256, -128)}).tolist()
+        [0.0, 0.99609375]
+    """
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.integer):
         return y.astype(np.float32, copy=False)
@@ -103,7 +189,28 @@ def dequantize(y, details):
 
 
 def run_tflite(model_content, x, batch_size=256, interpreter=None):
-    """Float32 outputs of the (single-input, single-output) .tflite on `x`."""
+    """Batched float32 inference of a single-input, single-output ``.tflite``.
+
+    Callers always see float32 in and out: integer tensors are quantized / dequantized with
+    their scale and zero-point. A dynamic batch dimension is resized to each chunk of
+    ``batch_size``; a fixed one is fed batch by batch, the last batch padded with zeros.
+
+    Args:
+        model_content: the flatbuffer (bytes); unused when ``interpreter`` is given.
+        x: float inputs ``(n, *input_shape)``.
+        batch_size: samples per invoke for a dynamic batch dimension (default 256).
+        interpreter: an interpreter to reuse (default: a new one with XNNPACK).
+
+    Returns:
+        Float32 outputs of shape ``(n, ...)``.
+
+    Raises:
+        ValueError: an integer input without a quantization scale, or an empty ``x``.
+
+    Example:
+        >>> probs = run_tflite(tflite_bytes, x_test[:8])  # doctest: +SKIP
+        >>> probs.argmax(axis=1)  # doctest: +SKIP
+    """
     interp = interpreter or make_interpreter(model_content)
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
@@ -131,11 +238,27 @@ def run_tflite(model_content, x, batch_size=256, interpreter=None):
 
 
 def evaluate(model, model_content, x, y, batch_size=256):
-    """Compare Keras (float, inference mode) with the TFLite model on (x, y).
+    """Compares a Keras model (float, inference mode) with its TFLite conversion on ``(x, y)``.
 
-    Returns a JSON-able dict with `keras_accuracy`, `tflite_accuracy`,
-    `accuracy_drop`, `top1_agreement`, `max_abs_diff`, `mean_abs_diff`,
-    `num_samples`."""
+    Args:
+        model: the Keras model that was converted.
+        model_content: the ``.tflite`` flatbuffer (bytes).
+        x: float inputs ``(n, *input_shape)``.
+        y: integer class ids ``(n,)``.
+        batch_size: batch size of both predictions (default 256).
+
+    Returns:
+        A JSON-able dict: ``num_samples``, ``keras_accuracy``, ``tflite_accuracy``,
+        ``accuracy_drop`` (Keras minus TFLite), ``top1_agreement`` (fraction of equal argmax),
+        ``max_abs_diff`` and ``mean_abs_diff`` of the output probabilities.
+
+    Raises:
+        RuntimeError: the TFLite output shape differs from the Keras one.
+
+    Example:
+        >>> evaluate(model, tflite_bytes, x_test, y_test)["accuracy_drop"]  # doctest: +SKIP
+        0.002
+    """
     ref = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
     got = run_tflite(model_content, x, batch_size=batch_size)
     if ref.shape != got.shape:
@@ -158,8 +281,24 @@ def evaluate(model, model_content, x, y, batch_size=256):
 
 
 def measure_latency_ms(model_content, runs=20, warmup=3, num_threads=1):
-    """Median host-CPU latency (ms) of one batch-1 invoke with XNNPACK.
-    Only a relative indicator: phones and MCUs differ."""
+    """Median host-CPU latency of one batch-1 invoke, with LiteRT's default XNNPACK delegate.
+
+    Only a relative indicator for comparing exports: phones and microcontrollers differ. The
+    input is all zeros; the ``warmup`` invokes are not timed.
+
+    Args:
+        model_content: the flatbuffer (bytes).
+        runs: timed invokes (default 20).
+        warmup: untimed invokes before them (default 3).
+        num_threads: interpreter threads (default 1).
+
+    Returns:
+        The median latency in milliseconds (a float).
+
+    Example:
+        >>> measure_latency_ms(tflite_bytes, runs=50)  # doctest: +SKIP
+        0.41
+    """
     interp = make_interpreter(model_content, num_threads=num_threads)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]

@@ -35,7 +35,16 @@ _TABLES = weakref.WeakKeyDictionary()
 
 
 def register_flops(layer_class, rule):
-    """Registers ``rule(layer, input_shapes, output_shape) -> MACs`` for a custom layer class.
+    """Registers a MAC-counting rule for a custom layer class.
+
+    A layer with weights and no rule makes `flops` / `cost` raise. Registered rules are tried
+    before the built-in ones (so they can also replace them) and match subclasses too. Register
+    before the first `cost` of a model: its per-layer table is cached.
+
+    Args:
+        layer_class: the layer class (matched with ``isinstance``).
+        rule: ``rule(layer, input_shapes, output_shape) -> MACs``; ``input_shapes`` is a list of
+            tuples (one per input), all shapes include the batch dimension.
 
     Example:
         >>> register_flops(MyLayer, lambda layer, ins, out: 0)  # doctest: +SKIP
@@ -110,10 +119,25 @@ def _as_functional(layer):
 
 
 def layer_macs(layer, input_shapes, output_shape):
-    """MACs of one call of ``layer`` with the given shapes (batch dimension included, ignored).
+    """MACs of one call of ``layer`` with the given shapes.
+
+    A `PathGate` / `ExitHead` counts its wrapped layer, a nested model the sum of its layers;
+    `SubnetController`, `ExitSelector` and layers without weights or rule count 0.
+
+    Args:
+        layer: a Keras layer or model.
+        input_shapes: the shapes of the call's inputs (batch dimension included, ignored).
+        output_shape: the shape of its output (batch dimension included, ignored).
+
+    Returns:
+        Multiply-accumulates per example, an int.
 
     Raises:
-        ValueError: the layer has weights and no counting rule.
+        ValueError: the layer has weights and no counting rule (see `register_flops`).
+
+    Example:
+        >>> layer_macs(keras.layers.Dense(10), [(None, 64)], (None, 10))
+        640
     """
     if isinstance(layer, (gl.PathGate, gl.ExitHead)):
         inner = layer.layer
@@ -137,7 +161,21 @@ def layer_macs(layer, input_shapes, output_shape):
 
 
 def module_macs(layer):
-    """Total MACs of a layer or a whole plain (ungated) model, all parts counted."""
+    """Total MACs of a layer or a whole plain (ungated) model, all parts counted.
+
+    Args:
+        layer: a functional / Sequential model (every layer call counted), or a layer that was
+            called on a symbolic input (the shapes of its first call are used).
+
+    Returns:
+        Multiply-accumulates per example, an int.
+
+    Raises:
+        ValueError: a layer never called on a symbolic input, or one without a counting rule.
+
+    Example:
+        >>> module_macs(tips_keras.export.extract(model, "smallest"))  # doctest: +SKIP
+    """
     functional = _as_functional(layer)
     if functional is None:
         nodes = layer._inbound_nodes
@@ -155,7 +193,20 @@ def module_macs(layer):
 
 
 def module_params(layer):
-    """Number of parameters (trainable and not) of a layer."""
+    """Number of parameters (trainable and not) of a layer.
+
+    Args:
+        layer: a Keras layer or model (an unbuilt one has none yet).
+
+    Returns:
+        The parameter count, an int.
+
+    Example:
+        >>> dense = keras.layers.Dense(10)
+        >>> dense.build((None, 64))
+        >>> module_params(dense)
+        650
+    """
     return int(sum(np.prod(w.shape) for w in layer.weights))
 
 
@@ -195,6 +246,13 @@ def cost(model, config):
 
     Returns:
         ``(macs, params)`` as Python ints.
+
+    Raises:
+        ValueError: not a gated supernet, a ``config`` that does not fit it, or a layer without
+            a counting rule.
+
+    Example:
+        >>> macs, params = tips_keras.cost(model, "smallest")  # doctest: +SKIP
     """
     topo = topology_lib.read_topology(model)
     vector = topo.space.resolve(config).to_vector()[None, :]
@@ -202,7 +260,24 @@ def cost(model, config):
 
 
 def cost_vectors(model, vectors):
-    """Vectorised `cost` for an array (T, G + 1) of control vectors; returns a list of tuples."""
+    """Vectorised `cost` for many configurations given as control vectors.
+
+    One pass over the supernet's per-layer table for all configurations at once: this is how
+    the search costs thousands of candidates.
+
+    Args:
+        model: a gated supernet.
+        vectors: array-like (T, G + 1) of control vectors ``[gate bits..., exit]``.
+
+    Returns:
+        A list of T tuples ``(macs, params)`` of Python ints.
+
+    Raises:
+        ValueError: not a gated supernet, or ``vectors`` not of shape (T, G + 1).
+
+    Example:
+        >>> costs = cost_vectors(model, model.config_space.all_vectors())  # doctest: +SKIP
+    """
     topo = topology_lib.read_topology(model)
     masks = topo.edge_masks(np.asarray(vectors, dtype=np.float32))
     macs = np.zeros(len(masks), dtype=np.int64)

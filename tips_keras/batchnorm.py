@@ -14,7 +14,18 @@ import numpy as np
 
 
 def batchnorm_layers(layer):
-    """All BatchNormalization layers inside ``layer`` (nested models and wrappers included)."""
+    """All ``BatchNormalization`` layers inside ``layer``, nested models and wrappers included.
+
+    Args:
+        layer: a Keras layer or model (itself included if it is a BatchNormalization).
+
+    Returns:
+        A list of ``keras.layers.BatchNormalization``.
+
+    Example:
+        >>> len(batchnorm_layers(tips_keras.zoo.anytime_resnet())) > 0  # doctest: +SKIP
+        True
+    """
     found = []
     for sub in layer._flatten_layers(include_self=True, recursive=True):
         if isinstance(sub, keras.layers.BatchNormalization):
@@ -96,6 +107,22 @@ def recalibrate_batchnorm(model, config, x, batch_size=128, max_batches=8):
 @contextlib.contextmanager
 def recalibrated(model, config, x, **kwargs):
     """Context manager: recalibrate for ``config``, then restore the shared statistics.
+
+    Use it to evaluate or export one sub-network with its own BatchNorm statistics without
+    changing them for the others. Only the moving statistics are restored on exit; ``config``
+    stays active.
+
+    Args:
+        model: a gated supernet.
+        config: any form accepted by `ConfigSpace.resolve`.
+        x: input images (at least one batch), e.g. a slice of the training set.
+        **kwargs: ``batch_size`` and ``max_batches`` of `recalibrate_batchnorm`.
+
+    Yields:
+        ``model``, recalibrated for ``config``.
+
+    Raises:
+        ValueError: as `recalibrate_batchnorm`.
 
     Example:
         >>> with recalibrated(model, "smallest", x_train[:1024]):  # doctest: +SKIP

@@ -143,6 +143,14 @@ class TIPSCallback(keras.callbacks.Callback):
 
     # -- set-up -------------------------------------------------------------------------------
     def set_model(self, model):
+        """Attaches the callback to ``model`` after checking that it is a gated supernet.
+
+        Args:
+            model: the model being trained.
+
+        Raises:
+            ValueError: not an `AnytimeModel`, or one whose gate DAG cannot be read.
+        """
         if not isinstance(model, AnytimeModel):
             raise ValueError(
                 "Invalid value for argument `model`. TIPSCallback needs an AnytimeModel with "
@@ -153,6 +161,14 @@ class TIPSCallback(keras.callbacks.Callback):
         super().set_model(model)
 
     def on_train_begin(self, logs=None):
+        """Builds the sampler, restores or stores its state, switches the model to multi-path steps.
+
+        Args:
+            logs: unused.
+
+        Raises:
+            ValueError: bad sampler options, or a ``sampler`` callable not returning a `Sampler`.
+        """
         model = self.model
         space = model.config_space
         if callable(self.sampler_name):
@@ -178,6 +194,12 @@ class TIPSCallback(keras.callbacks.Callback):
 
     # -- per step -----------------------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
+        """Starts recording the epoch's paths.
+
+        Args:
+            epoch: the epoch index.
+            logs: unused.
+        """
         self._epoch = epoch
         self._records = []
         self._epoch_started = False
@@ -205,10 +227,33 @@ class TIPSCallback(keras.callbacks.Callback):
         return True
 
     def step_paths(self, epoch, batch):
-        """The paths of training step (epoch, batch): deterministic given the sampler state."""
+        """The paths of training step (epoch, batch): deterministic given the sampler state.
+
+        The draw uses ``numpy.random.default_rng([seed, epoch, batch])``, so a resumed run replays
+        it. Valid once training has started (the sampler is built in `on_train_begin`).
+
+        Args:
+            epoch: the epoch index.
+            batch: the batch index within the epoch.
+
+        Returns:
+            A float32 array (paths_per_step, G + 1) of control vectors.
+
+        Example:
+            >>> cb.step_paths(epoch=0, batch=0)  # doctest: +SKIP
+        """
         return self.sampler.sample(np.random.default_rng([self.seed, epoch, batch]))
 
     def on_train_batch_begin(self, batch, logs=None):
+        """Draws the step's paths, records them for the epoch's DTMC and hands them to the model.
+
+        At the first step of an epoch the sampler state is read back from the controller; after a
+        resume at a batch offset, the skipped steps' draws are replayed into the record.
+
+        Args:
+            batch: the batch index.
+            logs: unused.
+        """
         if not getattr(self, "_epoch_started", False):
             self._epoch_started = True
             self._load_state()
@@ -222,6 +267,14 @@ class TIPSCallback(keras.callbacks.Callback):
         self.model.set_step_paths(paths)
 
     def on_train_batch_end(self, batch, logs=None):
+        """With ``terminate_on_nan``, stops training at a NaN / inf loss, naming the sub-networks.
+
+        The step's configurations go to ``nan_config``, a ``RuntimeWarning`` and stdout.
+
+        Args:
+            batch: the batch index.
+            logs: the batch logs (``"loss"`` is read).
+        """
         loss = (logs or {}).get("loss")
         if self.terminate_on_nan and loss is not None and not np.isfinite(float(loss)):
             space = self.model.config_space
@@ -243,15 +296,41 @@ class TIPSCallback(keras.callbacks.Callback):
             recalibrate_batchnorm(self.model, self.eval_config, self.recalibration_data)
 
     def on_test_begin(self, logs=None):
+        """Activates ``eval_config`` for validation (recalibrated with ``recalibration_data``).
+
+        Args:
+            logs: unused.
+        """
         self._activate_eval_config()
 
     def on_train_end(self, logs=None):
+        """Switches the model back to single-path steps and activates ``eval_config``.
+
+        Args:
+            logs: unused.
+        """
         self.model.release_paths()
         self._activate_eval_config()
 
     # -- per epoch ----------------------------------------------------------------------------
     def compute_importance(self, vectors):
-        """TIPS importance per gate and TAS per node for sampled control vectors (T, G + 1)."""
+        """TIPS importance per gate and TAS per node for sampled control vectors.
+
+        Builds the DTMC of the sampled sub-networks with the callback's ``coupling`` and ``score``
+        (`tips_keras.dtmc.importance_from_configs`).
+
+        Args:
+            vectors: array (T, G + 1) of sampled control vectors, T >= 1.
+
+        Returns:
+            ``(importance, tas)``: arrays (G,) in [0, 1] and (V,) summing to 1.
+
+        Raises:
+            ValueError: no vectors (an epoch in which no step ran).
+
+        Example:
+            >>> importance, tas = cb.compute_importance(vectors)  # doctest: +SKIP
+        """
         topo = self.model.topology
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) == 0:
@@ -272,6 +351,17 @@ class TIPSCallback(keras.callbacks.Callback):
         )
 
     def on_epoch_end(self, epoch, logs=None):
+        """Updates importance and sampler from the epoch's paths and stores both in the controller.
+
+        Also appends to ``history`` and writes ``importance/<gate>`` into ``logs``.
+
+        Args:
+            epoch: the epoch index.
+            logs: the epoch logs (updated in place).
+
+        Raises:
+            ValueError: no step ran in the epoch.
+        """
         vectors = np.concatenate(self._records, axis=0) if self._records else np.zeros((0, 0))
         importance, _ = self.compute_importance(vectors)
         self.sampler.update(importance)

@@ -42,6 +42,11 @@ def _add_training_args(parser, epochs, train_size):
 
 
 def build_parser():
+    """The ``tips-keras`` parser with the ``demo``, ``train``, ``search`` and ``export`` commands.
+
+    Returns:
+        An `argparse.ArgumentParser`.
+    """
     parser = argparse.ArgumentParser(
         prog="tips-keras",
         description="Anytime neural networks trained with TIPS (Topologically Important Path Sampling).",
@@ -75,6 +80,19 @@ def build_parser():
 
 
 def main(argv=None):
+    """Runs ``tips-keras`` (the console script).
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 done, 2 bad usage or invalid input (the message says what was received
+        and what is accepted); argparse exits with 2 itself on unknown options.
+
+    Example:
+        >>> main(["demo", "--epochs", "1", "--train-size", "2000"])  # doctest: +SKIP
+        0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

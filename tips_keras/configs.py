@@ -34,17 +34,49 @@ class Configuration:
     gates: tuple
 
     def to_vector(self):
-        """Returns the control vector ``[gate bits..., exit]`` as float32."""
+        """Returns the control vector ``[gate bits..., exit]`` as float32.
+
+        This is the form the `SubnetController` holds and the samplers and FLOPs tables use.
+
+        Returns:
+            A float32 array of shape (G + 1,).
+
+        Example:
+            >>> Configuration(exit=0, gates=(1, 0)).to_vector()
+            array([1., 0., 0.], dtype=float32)
+        """
         return np.asarray(list(self.gates) + [self.exit], dtype=np.float32)
 
     @classmethod
     def from_vector(cls, vector):
-        """Inverse of `to_vector`."""
+        """Inverse of `to_vector`: gate bits are ``> 0.5``, the exit is rounded.
+
+        Args:
+            vector: array-like ``[gate bits..., exit]``.
+
+        Returns:
+            A `Configuration` (not canonicalised: see `ConfigSpace.canonical`).
+
+        Example:
+            >>> Configuration.from_vector([1.0, 0.0, 2.0])
+            Configuration(exit=2, gates=(1, 0))
+        """
         vector = np.asarray(vector)
         return cls(exit=int(round(float(vector[-1]))), gates=tuple(int(v > 0.5) for v in vector[:-1]))
 
     def to_dict(self, gate_names=None):
-        """JSON-friendly form; with ``gate_names`` the gates become ``{name: bit}``."""
+        """JSON-friendly form (manifests, Pareto fronts, logs).
+
+        Args:
+            gate_names: optional names, one per gate; the gates then become ``{name: bit}``.
+
+        Returns:
+            ``{"exit": e, "gates": [bits...]}``, or ``{"exit": e, "gates": {name: bit}}``.
+
+        Example:
+            >>> Configuration(1, (1, 0)).to_dict(("g0", "g1"))
+            {'exit': 1, 'gates': {'g0': 1, 'g1': 0}}
+        """
         gates = list(self.gates) if gate_names is None else dict(zip(gate_names, self.gates))
         return {"exit": self.exit, "gates": gates}
 
@@ -70,27 +102,86 @@ class ConfigSpace:
 
     @property
     def num_gates(self):
+        """Number of gates ``G``.
+
+        Returns:
+            An int.
+        """
         return len(self.gate_names)
 
     def largest(self):
-        """All gates on, deepest exit."""
+        """All gates on, deepest exit: the full supernet.
+
+        Returns:
+            A `Configuration`.
+
+        Example:
+            >>> ConfigSpace(("g0", "g1"), (0, 1), num_exits=2).largest()
+            Configuration(exit=1, gates=(1, 1))
+        """
         return Configuration(self.num_exits - 1, (1,) * self.num_gates)
 
     def smallest(self):
-        """All gates off, shallowest exit."""
+        """All gates off, shallowest exit: the cheapest sub-network.
+
+        Returns:
+            A `Configuration`.
+
+        Example:
+            >>> ConfigSpace(("g0", "g1"), (0, 1), num_exits=2).smallest()
+            Configuration(exit=0, gates=(0, 0))
+        """
         return Configuration(0, (0,) * self.num_gates)
 
     def relevant(self, exit_index):
-        """Boolean mask of the gates that matter when ``exit_index`` is taken."""
+        """Boolean mask of the gates that matter when ``exit_index`` is taken.
+
+        Args:
+            exit_index: an exit index.
+
+        Returns:
+            A boolean array (G,): ``gate_min_exit <= exit_index``.
+
+        Example:
+            >>> ConfigSpace(("g0", "g1"), (0, 1), num_exits=2).relevant(0)
+            array([ True, False])
+        """
         return np.asarray(self.gate_min_exit) <= exit_index
 
     def canonical(self, config):
-        """Zeroes the bits of gates after the exit (they do not change the sub-network)."""
+        """Zeroes the bits of gates after the exit (they do not change the sub-network).
+
+        Configurations that differ only in such bits are the same sub-network; their canonical forms
+        are equal, so searches and caches can de-duplicate them.
+
+        Args:
+            config: a `Configuration`.
+
+        Returns:
+            The canonical `Configuration`.
+
+        Example:
+            >>> space = ConfigSpace(("g0", "g1"), (0, 1), num_exits=2)
+            >>> space.canonical(Configuration(0, (1, 1)))
+            Configuration(exit=0, gates=(1, 0))
+        """
         mask = self.relevant(config.exit)
         return Configuration(config.exit, tuple(int(b and m) for b, m in zip(config.gates, mask)))
 
     def canonical_vectors(self, vectors):
-        """Vectorised `canonical` on an array ``(T, G + 1)`` of control vectors."""
+        """Vectorised `canonical` on control vectors; the bits are also binarised (``> 0.5``).
+
+        Args:
+            vectors: array-like (T, G + 1); not modified.
+
+        Returns:
+            A float32 copy (T, G + 1) in canonical form.
+
+        Example:
+            >>> space = ConfigSpace(("g0", "g1"), (0, 1), num_exits=2)
+            >>> space.canonical_vectors([[1, 1, 0]]).tolist()
+            [[1.0, 0.0, 0.0]]
+        """
         vectors = np.array(vectors, dtype=np.float32, copy=True)
         exits = np.rint(vectors[:, -1]).astype(int)
         keep = np.asarray(self.gate_min_exit)[None, :] <= exits[:, None]
@@ -98,12 +189,22 @@ class ConfigSpace:
         return vectors
 
     def all_vectors(self, limit=1 << 16):
-        """Every distinct (canonical) configuration as control vectors (N, G + 1).
+        """Every distinct (canonical) configuration as control vectors.
 
         Only for small spaces (search larger ones with `tips_keras.search`).
 
+        Args:
+            limit: the most configurations to enumerate (default 65,536).
+
+        Returns:
+            A float32 array (N, G + 1), grouped by exit (shallowest first).
+
         Raises:
             ValueError: the space has more than ``limit`` configurations.
+
+        Example:
+            >>> ConfigSpace(("g0", "g1"), (0, 1), num_exits=2).all_vectors().shape
+            (6, 3)
         """
         min_exit = np.asarray(self.gate_min_exit)
         counts = [1 << int((min_exit <= e).sum()) for e in range(self.num_exits)]
@@ -124,6 +225,8 @@ class ConfigSpace:
     def resolve(self, config):
         """Turns any accepted form of a configuration into a validated `Configuration`.
 
+        Every public function taking a ``config`` goes through it. The result is not canonicalised.
+
         Args:
             config: a `Configuration`; ``(exit, bits)``; ``{"exit": e, "gates": bits}`` where
                 ``bits`` is a sequence of 0/1 of length G or a dict ``{gate name: 0/1}`` (gates
@@ -134,6 +237,11 @@ class ConfigSpace:
 
         Raises:
             ValueError: wrong number of bits, unknown gate names, exit out of range, bits not 0/1.
+
+        Example:
+            >>> space = ConfigSpace(("g0", "g1"), (0, 1), num_exits=2)
+            >>> space.resolve({"exit": 1, "gates": {"g1": 1}})
+            Configuration(exit=1, gates=(0, 1))
         """
         if isinstance(config, str):
             if config == "largest":

@@ -46,7 +46,13 @@ _UPSTREAM_GZIP_MTIME = {"train": 1504176606, "t10k": 1504176627}
 
 class Splits(NamedTuple):
     """Arrays returned by `load`: images float32 in [0, 1] of shape (N, 28, 28, 1) and
-    int32 labels of shape (N,), plus the class names and the dataset name."""
+    int32 labels of shape (N,), plus the class names and the dataset name.
+
+    Example:
+        >>> splits = load("mnist_5k")  # doctest: +SKIP
+        >>> splits.x_train.shape, splits.class_names[:2]  # doctest: +SKIP
+        ((3500, 28, 28, 1), ('0', '1'))
+    """
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -183,8 +189,8 @@ def load(name="fashion_mnist", val_size=None, seed=0, train_size=None, test_size
         FileNotFoundError: data files missing (the message says how to install them).
 
     Example:
-        >>> s = load("mnist_5k", val_size=500, test_size=1000, seed=0)
-        >>> s.x_train.shape, s.y_val.dtype
+        >>> s = load("mnist_5k", val_size=500, test_size=1000, seed=0)  # doctest: +SKIP
+        >>> s.x_train.shape, s.y_val.dtype  # doctest: +SKIP
         ((3500, 28, 28, 1), dtype('int32'))
     """
     _check_name(name, DATASETS)
@@ -246,7 +252,8 @@ def upstream_gzip_bytes(path):
         ValueError: the file is not a gzip file.
 
     Example:
-        >>> raw = upstream_gzip_bytes("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+        >>> path = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"
+        >>> raw = upstream_gzip_bytes(path)  # doctest: +SKIP
     """
     path = pathlib.Path(path)
     raw = path.read_bytes()
@@ -289,7 +296,7 @@ def load_tfds(name="fashion_mnist", split="train", data_dir=None, manual_dir=Non
         tfds.download.NonMatchingChecksumError: local files are not the upstream data.
 
     Example:
-        >>> ds = load_tfds("fashion_mnist", split="test", data_dir="/tmp/tfds")
+        >>> ds = load_tfds("fashion_mnist", split="test", data_dir="/tmp/tfds")  # doctest: +SKIP
     """
     _check_name(name, ("fashion_mnist",))
     import tensorflow_datasets as tfds  # heavy import, only needed here

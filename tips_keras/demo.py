@@ -22,7 +22,23 @@ from tips_keras.configs import Configuration
 
 
 def pick_configurations(model):
-    """Largest, smallest, and the configuration with FLOPs closest to half the largest's."""
+    """The largest, the smallest and a middle configuration of a supernet, for the demo's table.
+
+    The middle one has the FLOPs closest to half the largest's; it is found by enumerating the
+    space (small supernets only).
+
+    Args:
+        model: a gated supernet.
+
+    Returns:
+        ``{"largest": ..., "middle": ..., "smallest": ...}`` of `Configuration` s.
+
+    Raises:
+        ValueError: the space is too large to enumerate (over 65,536 configurations).
+
+    Example:
+        >>> pick_configurations(model)["middle"]  # doctest: +SKIP
+    """
     space = model.config_space
     vectors = space.all_vectors()
     macs = np.array([m for m, _ in analytic_flops.cost_vectors(model, vectors)])
@@ -32,7 +48,24 @@ def pick_configurations(model):
 
 
 def evaluate_configurations(model, configs, x_calib, x_test, y_test):
-    """Rows (name, config, FLOPs, params, accuracy without / with BN recalibration)."""
+    """Test accuracy and cost of configurations, without and with BatchNorm recalibration.
+
+    Args:
+        model: a gated supernet compiled with accuracy as its first metric.
+        configs: ``{name: Configuration}`` (e.g. from `pick_configurations`).
+        x_calib: training images for the recalibration.
+        x_test: test images.
+        y_test: test labels.
+
+    Returns:
+        A list of dicts, one per configuration: ``name``, ``exit``, ``gates`` (bit string),
+        ``flops``, ``flops_fraction`` (of the largest), ``params``, ``accuracy`` and
+        ``accuracy_recalibrated``.
+
+    Example:
+        >>> rows = evaluate_configurations(model, pick_configurations(model), x_train[:2048],
+        ...                                x_test, y_test)  # doctest: +SKIP
+    """
     full = analytic_flops.flops(model, "largest")
     rows = []
     for name, config in configs.items():
@@ -49,7 +82,17 @@ def evaluate_configurations(model, configs, x_calib, x_test, y_test):
 
 
 def format_rows(rows):
-    """Text table of `evaluate_configurations` rows."""
+    """Text table of `evaluate_configurations` rows (FLOPs in millions).
+
+    Args:
+        rows: the list of dicts of `evaluate_configurations`.
+
+    Returns:
+        The table as a string, with a header line.
+
+    Example:
+        >>> print(format_rows(rows))  # doctest: +SKIP
+    """
     lines = [f"{'config':<9} {'exit':>4} {'gates':>10} {'MFLOPs':>8} {'of full':>7} {'params':>8} "
              f"{'acc':>6} {'acc+BNrecal':>11}"]
     for r in rows:
@@ -62,8 +105,35 @@ def format_rows(rows):
 
 def search_and_export(model, splits, out_dir, budgets=(0.25, 0.5, 0.75, 1.0), export_budgets=(0.25, 0.5),
                       max_trials=40, seed=0):
-    """Searches the front under FLOPs budgets, then exports the best configuration of
-    ``export_budgets`` to int8 TFLite (verified in LiteRT). Returns (front, export reports)."""
+    """Searches the front under FLOPs budgets, then exports the best configuration of each of
+    ``export_budgets`` to int8 TFLite (verified in LiteRT).
+
+    Writes ``search/`` (the keras-tuner project, overwritten), ``front.json``, ``pareto.png`` and
+    one ``tflite_bXXX/`` per exported budget into ``out_dir`` and prints the front and each
+    export report. The largest configuration is active afterwards.
+
+    Args:
+        model: a trained gated supernet.
+        splits: a `tips_keras.data.Splits`: the search uses the first 1,000 validation images,
+            the exports check on the first 2,000 test images; training images recalibrate and
+            calibrate.
+        out_dir: the output directory.
+        budgets: FLOPs budgets of the search, fractions of the full FLOPs (default 25 to 100 %).
+        export_budgets: budgets whose best configuration is exported (default 25 % and 50 %).
+        max_trials: configurations the search evaluates (default 40).
+        seed: seed of the search.
+
+    Returns:
+        ``(front, reports)``: the `tips_keras.search.ParetoFront` and the list of
+        `tflite_export.ExportReport` s.
+
+    Raises:
+        ValueError: a budget below the smallest configuration, or an export budget that no
+            evaluated configuration fits.
+
+    Example:
+        >>> front, reports = search_and_export(model, splits, "runs/demo")  # doctest: +SKIP
+    """
     from tflite_export import export_tflite
     from tips_keras import export as export_lib
     from tips_keras import search as search_lib

@@ -171,7 +171,8 @@ def extract(model, config, recalibrate_data=None, *, name=None, output_name=OUTP
             of bits, unknown gate names, exit out of range), or bad recalibration data.
 
     Example:
-        >>> sub = tips_keras.export.extract(model, {"exit": 1, "gates": {"stage0_block0": 1}})
+        >>> config = {"exit": 1, "gates": {"stage0_block0": 1}}
+        >>> sub = tips_keras.export.extract(model, config)  # doctest: +SKIP
         >>> sub.save("b050.keras")  # loads without tips_keras  # doctest: +SKIP
     """
     config = _resolve(model, config)
@@ -202,9 +203,9 @@ def load_front(front):
     Args:
         front: a `tips_keras.search.ParetoFront` (anything with ``to_json()``), a path to its
             JSON file, or the decoded JSON: a dict with the points under ``"points"`` (or
-            ``"front"``), or a plain list of points. A point has ``exit``, ``gates``
-            (``{name: bit}`` or a bit list), ``flops`` and ``accuracy`` (``params`` optional);
-            ``{"config": {"exit", "gates"}, ...}`` is accepted too.
+            ``"front"`` / ``"pareto_front"``), or a plain list of points. A point has ``exit``,
+            ``gates`` (``{name: bit}`` or a bit list), ``flops`` and ``accuracy`` (``params``
+            optional); ``{"config": {"exit", "gates"}, ...}`` is accepted too.
 
     Returns:
         ``(points, info)``: a list of point dicts (each with ``config``, ``flops``, ``accuracy``,
@@ -212,6 +213,10 @@ def load_front(front):
 
     Raises:
         ValueError: unreadable JSON, no points, or a point without exit / gates / flops / accuracy.
+
+    Example:
+        >>> points, info = load_front("runs/search/front.json")  # doctest: +SKIP
+        >>> info["full_flops"], points[0]["config"]  # doctest: +SKIP
     """
     if hasattr(front, "to_json"):
         front = front.to_json()
@@ -253,7 +258,19 @@ def load_front(front):
 
 
 def budget_label(budget):
-    """Directory name of a budget: 0.25 -> ``"b025"``, 0.125 -> ``"b012.5"``, 2e6 -> ``"f2000000"``."""
+    """Directory name of a budget, as `extract_front` and the export CLI use it.
+
+    Args:
+        budget: a fraction of the full FLOPs (<= 1) or absolute FLOPs (> 1).
+
+    Returns:
+        ``"b"`` + the percentage on three digits (one decimal when not whole), or ``"f"`` + the
+        rounded absolute FLOPs.
+
+    Example:
+        >>> budget_label(0.25), budget_label(0.125), budget_label(2e6)
+        ('b025', 'b012.5', 'f2000000')
+    """
     if budget <= 1.0:
         pct = budget * 100
         return f"b{int(round(pct)):03d}" if abs(pct - round(pct)) < 1e-9 else f"b{pct:05.1f}"
@@ -273,6 +290,10 @@ def select_front(points, budgets, full_flops):
 
     Raises:
         ValueError: a non-positive budget, or no point fits one of them.
+
+    Example:
+        >>> points, info = load_front("front.json")  # doctest: +SKIP
+        >>> chosen = select_front(points, [0.25, 0.5], info["full_flops"])  # doctest: +SKIP
     """
     chosen = []
     for budget in budgets:
@@ -305,6 +326,10 @@ def extract_front(model, front, budgets=None, recalibrate_data=None, **kwargs):
 
     Returns:
         A list of dicts ``{"budget", "label", "point", "model"}``, one per budget.
+
+    Raises:
+        ValueError: no budgets (none given, none stored in the front), or the errors of
+            `load_front`, `select_front` and `extract`.
 
     Example:
         >>> for item in extract_front(model, "front.json", [0.25, 0.5], x_train[:1024]):

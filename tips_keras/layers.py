@@ -95,6 +95,14 @@ class SubnetController(keras.layers.Layer):
         return (self.num_gates + 1,)
 
     def compute_output_spec(self, inputs):
+        """Symbolic output: the control vector, whatever the (anchoring) input.
+
+        Args:
+            inputs: the symbolic model input (unused).
+
+        Returns:
+            A float32 ``KerasTensor`` of shape (G + 1,).
+        """
         return keras.KerasTensor((self.num_gates + 1,), dtype="float32")
 
     def get_config(self):

@@ -47,39 +47,85 @@ class AnytimeModel(keras.Model):
     Example:
         >>> model = tips_keras.zoo.anytime_resnet()  # doctest: +SKIP
         >>> model.set_config("smallest")             # doctest: +SKIP
-        >>> model.predict(x)                         # runs the smallest sub-network
+        >>> model.predict(x)  # runs the smallest sub-network  # doctest: +SKIP
     """
 
     @property
     def controller(self):
-        """The model's `SubnetController` layer."""
+        """The model's `SubnetController` layer (active configuration and sampler state).
+
+        Returns:
+            The `SubnetController`.
+
+        Raises:
+            ValueError: the model has no ``SubnetController`` or several.
+
+        Example:
+            >>> model.controller.num_gates  # doctest: +SKIP
+            6
+        """
         return topology_lib.find_controller(self)
 
     @property
     def topology(self):
-        """The gate DAG (`tips_keras.topology.Topology`)."""
+        """The gate DAG (`tips_keras.topology.Topology`), read once and cached per model.
+
+        Returns:
+            A `Topology`.
+
+        Raises:
+            ValueError: the model is not a valid gated supernet (see `tips_keras.read_topology`).
+
+        Example:
+            >>> model.topology.num_nodes  # doctest: +SKIP
+        """
         return topology_lib.read_topology(self)
 
     @property
     def config_space(self):
-        """The `ConfigSpace` of this supernet (gate names, stages, exits)."""
+        """The `ConfigSpace` of this supernet (gate names, stages, exits).
+
+        Returns:
+            A `ConfigSpace`.
+
+        Example:
+            >>> model.config_space.gate_names[:2]  # doctest: +SKIP
+            ('stage0_block0', 'stage0_block1')
+        """
         return self.topology.space
 
     def set_config(self, config):
         """Makes ``config`` the active sub-network for predict / evaluate / plain fit.
+
+        One variable assign: nothing is re-traced or rebuilt.
 
         Args:
             config: any form accepted by `ConfigSpace.resolve`.
 
         Returns:
             The resolved `Configuration`.
+
+        Raises:
+            ValueError: ``config`` does not fit the model (see `ConfigSpace.resolve`).
+
+        Example:
+            >>> model.set_config({"exit": 0, "gates": {"stage0_block1": 1}})  # doctest: +SKIP
+            Configuration(exit=0, gates=(0, 1, 0, 0, 0, 0))
         """
         resolved = self.config_space.resolve(config)
         self.controller.active.assign(resolved.to_vector())
         return resolved
 
     def get_active_config(self):
-        """Returns the active `Configuration`."""
+        """Returns the active `Configuration`, read from the controller.
+
+        Returns:
+            A `Configuration` (as set: not canonicalised).
+
+        Example:
+            >>> model.get_active_config()  # doctest: +SKIP
+            Configuration(exit=2, gates=(1, 1, 1, 1, 1, 1))
+        """
         from tips_keras.configs import Configuration
 
         return Configuration.from_vector(keras.ops.convert_to_numpy(self.controller.active))
@@ -93,6 +139,17 @@ class AnytimeModel(keras.Model):
         continue from the previous epoch's sampler state; so must callbacks reading the logs
         (``CSVLogger``, ``TensorBoard``, ``EarlyStopping``). The order among the other callbacks
         is kept; a ``CallbackList`` is passed on unchanged.
+
+        Args:
+            *args: positional arguments of `keras.Model.fit` (``callbacks`` is the sixth).
+            **kwargs: keyword arguments of `keras.Model.fit`.
+
+        Returns:
+            The ``History`` of `keras.Model.fit`.
+
+        Example:
+            >>> model.fit(x, y, epochs=5, callbacks=[keras.callbacks.CSVLogger("log.csv"),
+            ...                                      tips_keras.TIPSCallback()])  # doctest: +SKIP
         """
         if len(args) > 5:  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
             args = args[:5] + (_tips_callbacks_first(args[5]),) + args[6:]
@@ -109,6 +166,16 @@ class AnytimeModel(keras.Model):
                 paths after the first; the first path is the teacher (the callback makes it the
                 largest sub-network when ``a > 0``). 0 disables distillation. Assumes the
                 model outputs probabilities (softmax heads).
+
+        Raises:
+            ValueError: ``paths_per_step`` is not a positive integer, or ``distillation`` is not in
+                [0, 1].
+
+        Example:
+            >>> model.configure_paths(paths_per_step=2)  # doctest: +SKIP
+            >>> space = model.config_space  # doctest: +SKIP
+            >>> model.set_step_paths([space.largest().to_vector(),
+            ...                       space.smallest().to_vector()])  # doctest: +SKIP
         """
         if not isinstance(paths_per_step, int) or paths_per_step < 1:
             raise ValueError(
@@ -139,15 +206,44 @@ class AnytimeModel(keras.Model):
         self.make_train_function(force=True)
 
     def release_paths(self):
-        """Returns to the standard single-configuration `train_step`."""
+        """Goes back to the standard single-configuration `train_step`.
+
+        `TIPSCallback` calls it at the end of training.
+
+        Example:
+            >>> model.release_paths()  # doctest: +SKIP
+        """
         object.__setattr__(self, "_tips_paths", None)
         self.train_function = None
 
     def set_step_paths(self, vectors):
-        """Sets the control vectors (paths_per_step, G + 1) that the next train step uses."""
+        """Sets the control vectors that the next multi-path train step trains.
+
+        `TIPSCallback` calls it before every batch: a variable assign, no re-trace. Only valid after
+        `configure_paths`.
+
+        Args:
+            vectors: array-like (paths_per_step, G + 1) of control vectors.
+
+        Example:
+            >>> model.set_step_paths([model.config_space.largest().to_vector()])  # doctest: +SKIP
+        """
         self._tips_paths.variable.assign(np.asarray(vectors, dtype=np.float32))
 
     def train_step(self, data):
+        """One optimizer step: multi-path after `configure_paths`, else Keras' standard step.
+
+        Multi-path: each control vector of `set_step_paths` is activated in turn, its loss computed
+        (distilled from the first path's output when ``distillation > 0``) and its gradients
+        accumulated; one update applies their mean. The loss tracker gets the mean loss, the metrics
+        the first path's predictions; the last path stays active.
+
+        Args:
+            data: a batch ``(x, y)`` or ``(x, y, sample_weight)``.
+
+        Returns:
+            The metric results, as `keras.Model.train_step`.
+        """
         state = getattr(self, "_tips_paths", None)
         if state is None:
             return super().train_step(data)

@@ -50,27 +50,70 @@ class QATResult:
         report: JSON-able dict: ``qat_int8_accuracy``, ``ptq_int8_accuracy``, ``float_accuracy``
             (with validation data), ``qat_keras_accuracy`` (fake-quant model in tf_keras),
             ``tf_keras_max_abs_diff`` (rebuild check), ``history``, ``size_bytes``, ``seconds``.
+
+    Example:
+        >>> result = quantization_aware_finetune(sub, x_train, y_train)  # doctest: +SKIP
+        >>> result.save("b050_qat.tflite"), result.report["size_bytes"]  # doctest: +SKIP
     """
 
     tflite: bytes
     report: dict
 
     def save(self, path):
-        """Writes the ``.tflite`` to ``path``; returns the path."""
+        """Writes the ``.tflite`` bytes to ``path``.
+
+        Args:
+            path: the destination file.
+
+        Returns:
+            ``path``, as given.
+
+        Example:
+            >>> result.save("b050_qat.tflite")  # doctest: +SKIP
+            'b050_qat.tflite'
+        """
         Path(path).write_bytes(self.tflite)
         return path
 
 
 def is_available():
-    """True when tf_keras and tensorflow-model-optimization are installed."""
+    """Whether tf_keras and tensorflow-model-optimization are installed.
+
+    Only looks the packages up, without importing them (importing tfmot would switch this
+    process to legacy Keras).
+
+    Returns:
+        True when both can be found.
+
+    Example:
+        >>> if not is_available():  # doctest: +SKIP
+        ...     print(PIP_LINE)
+    """
     return all(importlib.util.find_spec(m) for m in ("tf_keras", "tensorflow_model_optimization"))
 
 
 def model_spec(model):
     """The layer spec (JSON-able) and weights of a plain, flat Keras 3 functional model.
 
+    `quantization_aware_finetune` hands them to its ``tf_keras`` child process, which rebuilds
+    the model from them.
+
+    Args:
+        model: a functional model with one input, one output and only built-in, unshared Keras
+            layers (no nested models).
+
+    Returns:
+        ``(spec, weights)``: ``spec`` holds ``input_shape``, ``input_name``, ``output`` and
+        ``layers`` (class name, plain-valued config, inbound layer names, whether the layer
+        takes a list, number of weights); ``weights`` maps ``"<layer name>/<i>"`` to arrays.
+
     Raises:
-        ValueError: nested models, custom layers or more than one input / output.
+        ValueError: several inputs or outputs, a nested model or a layer that is not built into
+            Keras, or a layer called more than once.
+
+    Example:
+        >>> sub = tips_keras.export.extract(model, "smallest")  # doctest: +SKIP
+        >>> spec, weights = model_spec(sub)  # doctest: +SKIP
     """
     import keras
 
@@ -139,7 +182,7 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
         RuntimeError: the child process failed (its error output is included).
 
     Example:
-        >>> sub = tips_keras.export.extract(model, config, recalibrate_data=x_train[:1024])
+        >>> sub = tips_keras.export.extract(model, config, recalibrate_data=x_train[:1024])  # doctest: +SKIP
         >>> result = quantization_aware_finetune(sub, x_train, y_train, epochs=2,
         ...                                      validation_data=(x_test, y_test))  # doctest: +SKIP
         >>> result.save("b050_qat.tflite"); result.report["qat_int8_accuracy"]  # doctest: +SKIP

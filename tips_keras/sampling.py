@@ -35,9 +35,24 @@ def _check_prob(name, value):
 class Sampler:
     """Base class: Bernoulli gates with per-gate probabilities, categorical exit.
 
+    Subclasses change ``gate_probs`` / ``exit_probs`` or override `sample`; `update` receives
+    the importance every epoch.
+
     Args:
         space: the supernet's `ConfigSpace`.
-        paths_per_step: sub-networks per training step.
+        paths_per_step: sub-networks per training step (default 1).
+
+    Attributes:
+        gate_probs: per-gate on-probability (0.5 each initially).
+        exit_probs: per-exit probability (uniform initially).
+
+    Raises:
+        ValueError: ``space`` is not a `ConfigSpace`, or ``paths_per_step`` is not a positive int.
+
+    Example:
+        >>> space = ConfigSpace(("g0", "g1"), (0, 0), num_exits=1)
+        >>> Sampler(space, paths_per_step=2).sample(np.random.default_rng(0)).shape
+        (2, 3)
     """
 
     name = "base"
@@ -63,14 +78,33 @@ class Sampler:
         return self.space.canonical_vectors(np.concatenate([bits, exits[:, None]], axis=1))
 
     def sample(self, rng):
-        """Returns (paths_per_step, G + 1) control vectors drawn with ``rng``."""
+        """Draws the control vectors of one training step.
+
+        Args:
+            rng: a ``numpy.random.Generator``; the same seed gives the same paths.
+
+        Returns:
+            A float32 array (paths_per_step, G + 1) of canonical control vectors.
+        """
         return self._draw(rng, self.paths_per_step)
 
     def update(self, importance):
-        """Receives the epoch's gate importance; samplers other than TIPS ignore it."""
+        """Receives the epoch's gate importance; samplers other than TIPS ignore it.
+
+        Args:
+            importance: array (G,) of per-gate importance in [0, 1].
+        """
 
     def set_state(self, gate_probs, exit_probs):
-        """Restores the distribution (e.g. from the model's controller after a resume)."""
+        """Restores the distribution (e.g. from the model's controller after a resume).
+
+        Args:
+            gate_probs: per-gate on-probabilities (G,).
+            exit_probs: per-exit weights (E,), normalised to sum to 1.
+
+        Raises:
+            ValueError: wrong shapes.
+        """
         gate_probs, exit_probs = np.asarray(gate_probs, float), np.asarray(exit_probs, float)
         if gate_probs.shape != (self.space.num_gates,) or exit_probs.shape != (self.space.num_exits,):
             raise ValueError(
@@ -83,13 +117,29 @@ class Sampler:
 
 
 class UniformSampler(Sampler):
-    """Uniform random path sampling (every gate on with probability 0.5, exit uniform)."""
+    """Uniform random path sampling (every gate on with probability 0.5, exit uniform).
+
+    Args:
+        space: the supernet's `ConfigSpace`.
+        paths_per_step: sub-networks per training step (default 1).
+
+    Example:
+        >>> sampler = UniformSampler(model.config_space, paths_per_step=2)  # doctest: +SKIP
+    """
 
     name = "uniform"
 
 
 class SandwichSampler(Sampler):
     """The sandwich rule: largest + smallest + ``n_random`` uniform paths per step.
+
+    Args:
+        space: the supernet's `ConfigSpace`.
+        n_random: uniform random paths per step besides the largest and the smallest (>= 0;
+            default 2). ``paths_per_step`` is ``2 + n_random``.
+
+    Raises:
+        ValueError: ``n_random`` is not a non-negative integer.
 
     Example:
         >>> s = SandwichSampler(space, n_random=2)  # doctest: +SKIP
@@ -109,12 +159,36 @@ class SandwichSampler(Sampler):
         self.n_random = n_random
 
     def sample(self, rng):
+        """Draws the largest, the smallest and ``n_random`` uniform paths, in that order.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+
+        Returns:
+            A float32 array (2 + n_random, G + 1).
+        """
         fixed = np.stack([self.space.largest().to_vector(), self.space.smallest().to_vector()])
         return np.concatenate([fixed, self._draw(rng, self.n_random)], axis=0)
 
 
 class StochasticDepthSampler(Sampler):
-    """Stochastic depth: independent drop per block, survival decaying linearly with depth."""
+    """Stochastic depth: independent drop per block, survival decaying linearly with depth.
+
+    Gate ``l`` (in gate-index order) is on with probability
+    ``1 - l / (G - 1) * (1 - final_survival)`` (Huang et al., 2016); the exit is uniform.
+
+    Args:
+        space: the supernet's `ConfigSpace`.
+        paths_per_step: sub-networks per training step (default 1).
+        final_survival: on-probability of the last gate, in [0, 1] (default 0.5).
+
+    Raises:
+        ValueError: ``final_survival`` outside [0, 1], or a bad ``space`` / ``paths_per_step``.
+
+    Example:
+        >>> StochasticDepthSampler(space_with_6_gates).gate_probs  # doctest: +SKIP
+        array([1. , 0.9, 0.8, 0.7, 0.6, 0.5])
+    """
 
     name = "stochastic_depth"
 
@@ -131,19 +205,39 @@ class TIPSSampler(Sampler):
 
     Args:
         space: the supernet's `ConfigSpace`.
-        paths_per_step: sub-networks per step.
-        p_min, p_max: on-probability of the least / most important gate.
+        paths_per_step: sub-networks per step (default 1).
+        p_min: on-probability of the least important gate (default 0.2).
+        p_max: on-probability of the most important gate (default 0.8).
         smoothing: ``p <- smoothing * p_old + (1 - smoothing) * p_new`` at each update (0 = no
             memory), damping the feedback between what is sampled and what is important.
         include_largest: make the first path of every step the largest sub-network (teacher for
             in-place distillation).
+        include_smallest: make the smallest sub-network a path of every step (after the largest
+            when both are set).
+
+    Raises:
+        ValueError: a probability outside [0, 1], ``p_min > p_max``, or ``paths_per_step`` too
+            small for the fixed paths plus one sampled path.
+
+    Example:
+        >>> sampler = TIPSSampler(model.config_space, paths_per_step=2)  # doctest: +SKIP
+        >>> sampler.update(importance)  # doctest: +SKIP
+        >>> paths = sampler.sample(np.random.default_rng(0))  # doctest: +SKIP
     """
 
     name = "tips"
     adaptive = True
 
-    def __init__(self, space, paths_per_step=1, p_min=0.2, p_max=0.8, smoothing=0.0, include_largest=False):
+    def __init__(self, space, paths_per_step=1, p_min=0.2, p_max=0.8, smoothing=0.0, include_largest=False,
+                 include_smallest=False):
         super().__init__(space, paths_per_step)
+        fixed = int(bool(include_largest)) + int(bool(include_smallest))
+        if self.paths_per_step < fixed + 1:
+            raise ValueError(
+                f"Invalid value for argument `paths_per_step`. Expected at least {fixed + 1}: the "
+                f"{fixed} fixed path(s) (include_largest={include_largest}, include_smallest="
+                f"{include_smallest}) plus one sampled path. Received: paths_per_step={paths_per_step!r}"
+            )
         _check_prob("p_min", p_min)
         _check_prob("p_max", p_max)
         _check_prob("smoothing", smoothing)
@@ -154,14 +248,34 @@ class TIPSSampler(Sampler):
             )
         self.p_min, self.p_max, self.smoothing = float(p_min), float(p_max), float(smoothing)
         self.include_largest = bool(include_largest)
+        self.include_smallest = bool(include_smallest)
 
     def sample(self, rng):
-        if not self.include_largest:
-            return self._draw(rng, self.paths_per_step)
-        largest = self.space.largest().to_vector()[None, :]
-        return np.concatenate([largest, self._draw(rng, self.paths_per_step - 1)], axis=0)
+        """Draws one step's paths: the largest sub-network first when ``include_largest``, then the
+        smallest when ``include_smallest``, the others from the current gate probabilities.
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+
+        Returns:
+            A float32 array (paths_per_step, G + 1).
+        """
+        fixed = ([self.space.largest().to_vector()] if self.include_largest else []) + (
+            [self.space.smallest().to_vector()] if self.include_smallest else [])
+        drawn = self._draw(rng, self.paths_per_step - len(fixed))
+        return np.concatenate([np.stack(fixed), drawn], axis=0) if fixed else drawn
 
     def update(self, importance):
+        """Moves the gate probabilities towards ``p_min + (p_max - p_min) * importance``.
+
+        With smoothing ``s``: ``p <- s * p + (1 - s) * target``; importance is clipped to [0, 1].
+
+        Args:
+            importance: array (G,) of finite per-gate importance (from `tips_keras.dtmc`).
+
+        Raises:
+            ValueError: wrong shape or non-finite values.
+        """
         importance = np.asarray(importance, dtype=float)
         if importance.shape != (self.space.num_gates,) or not np.all(np.isfinite(importance)):
             raise ValueError(

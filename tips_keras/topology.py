@@ -30,14 +30,23 @@ from tips_keras import layers as gl
 class Topology:
     """The gate DAG of a supernet (pure data, usable without Keras).
 
+    `read_topology` builds it; the FLOPs tables (`tips_keras.cost`), the TIPS callback and the
+    search read which operations each configuration runs from it.
+
     Attributes:
         node_names: name of each node (the producing layer's name, ``input`` for the input).
         edges: int array (E, 2) of directed edges (u, v).
         edge_gate: int array (E,): the gate switching each edge, -1 when fixed.
         edge_exit: int array (E,): the exit an edge belongs to, -1 when shared by all exits.
         edge_layer: name of the layer each edge belongs to.
-        source: index of the input node. sink: index of the output node.
+        source: index of the input node.
+        sink: index of the output node.
         space: the `ConfigSpace` (gate names, gate stages, number of exits).
+
+    Example:
+        >>> topo = read_topology(tips_keras.zoo.anytime_resnet())  # doctest: +SKIP
+        >>> topo.num_gates, topo.space.num_exits  # doctest: +SKIP
+        (6, 3)
     """
 
     node_names: tuple
@@ -51,10 +60,20 @@ class Topology:
 
     @property
     def num_nodes(self):
+        """Number of nodes ``V`` (feature maps, the input included).
+
+        Returns:
+            An int.
+        """
         return len(self.node_names)
 
     @property
     def num_gates(self):
+        """Number of gates ``G``.
+
+        Returns:
+            An int.
+        """
         return self.space.num_gates
 
     def edge_masks(self, vectors, prune=True):
@@ -62,10 +81,17 @@ class Topology:
 
         Args:
             vectors: array (T, G + 1) of control vectors ``[bits..., exit]``.
-            prune: keep only edges on an input -> output path of active edges.
+            prune: keep only edges on an input -> output path of active edges (default True).
 
         Returns:
             Boolean array (T, E).
+
+        Raises:
+            ValueError: ``vectors`` is not of shape (T, G + 1).
+
+        Example:
+            >>> topo.edge_masks([topo.space.largest().to_vector()]).shape  # doctest: +SKIP
+            (1, 60)
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.num_gates + 1:
@@ -93,7 +119,21 @@ def _history(tensor):
 
 
 def find_controller(model):
-    """Returns the model's `SubnetController`, or raises a ValueError naming what was found."""
+    """Returns the model's `SubnetController` layer.
+
+    Args:
+        model: a functional anytime model (anything with ``layers``).
+
+    Returns:
+        The one `SubnetController` among ``model.layers``.
+
+    Raises:
+        ValueError: none or several ``SubnetController`` layers (the message gives the count).
+
+    Example:
+        >>> find_controller(tips_keras.zoo.anytime_resnet()).num_gates  # doctest: +SKIP
+        6
+    """
     found = [layer for layer in getattr(model, "layers", []) if isinstance(layer, gl.SubnetController)]
     if len(found) != 1:
         raise ValueError(
@@ -122,7 +162,7 @@ def read_topology(model):
     Example:
         >>> topo = read_topology(tips_keras.zoo.anytime_resnet())  # doctest: +SKIP
         >>> topo.space.gate_names[:2]  # doctest: +SKIP
-        ('stage0_block1', 'stage0_block2')
+        ('stage0_block0', 'stage0_block1')
     """
     try:
         return _CACHE[model]

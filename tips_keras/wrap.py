@@ -76,8 +76,22 @@ def _branch_between(source, target, producer, consumers, add_node):
 def find_residual_blocks(model):
     """Finds the gateable residual blocks of a functional model.
 
+    A block is an ``Add`` of two inputs, one computed from the other alone through a
+    self-contained branch (no tensor of the branch used outside it); a node already in an earlier
+    block's branch is not claimed twice. `anytime` gates every block found.
+
+    Args:
+        model: a functional Keras model.
+
     Returns:
-        A list of ``(add_node, source_tensor, target_tensor, branch_nodes)`` in graph order.
+        A list of ``(add_node, source_tensor, target_tensor, branch_nodes)`` in graph order: the
+        ``Add`` node, the shortcut tensor, the branch output, and ``{id(node): node}`` of the
+        branch.
+
+    Example:
+        >>> base = keras.applications.MobileNetV2((32, 32, 3), weights=None)  # doctest: +SKIP
+        >>> len(find_residual_blocks(base))  # doctest: +SKIP
+        10
     """
     nodes = _ordered_nodes(model)
     producer, consumers = {}, {}

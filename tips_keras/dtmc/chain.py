@@ -174,7 +174,16 @@ class HyperAdjacencyOperator(spla.LinearOperator):
         return self._apply(self._diag_t, x)
 
     def column_sums(self):
-        """Column sums of ``H`` (the degrees ``d(k, v)`` when symmetric)."""
+        """Column sums of ``H`` (the degrees ``d(k, v)`` when symmetric), without forming ``H``.
+
+        Returns:
+            A float64 array (T*V,): the block-diagonal column sums plus ``lam * (T - 1)``.
+
+        Example:
+            >>> A = adjacency(2, [[0, 1]], [True], 0, 1)
+            >>> HyperAdjacencyOperator([A, A], lam=0.5).column_sums().tolist()
+            [2.5, 2.5, 2.5, 2.5]
+        """
         diag_cols = np.asarray(self._diag.sum(axis=0)).ravel()
         return diag_cols + self.lam * (self.num_copies - 1)
 

@@ -115,7 +115,22 @@ def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, ma
 
 
 def add_arguments(parser):
-    """Declares the ``tips-keras search`` options on an argparse parser."""
+    """Declares the ``tips-keras search`` options on an argparse parser.
+
+    Args:
+        parser: an ``argparse.ArgumentParser`` (or sub-parser).
+
+    Returns:
+        ``parser``, with ``--model`` (required), ``--out``, ``--budgets``, ``--max-trials``,
+        ``--oracle``, ``--recalibrate``, ``--dataset``, ``--val-size``, ``--data-seed``,
+        ``--seed``, ``--batch-size``, ``--resume`` and ``--no-progress``.
+
+    Example:
+        >>> import argparse
+        >>> args = add_arguments(argparse.ArgumentParser()).parse_args(["--model", "m.keras"])
+        >>> args.budgets, args.oracle
+        ([0.25, 0.5, 0.75, 1.0], 'tips')
+    """
     parser.add_argument("--model", required=True, help="supernet .keras file (from `tips-keras train`)")
     parser.add_argument("--out", default="runs/search", help="output directory (default: %(default)s)")
     parser.add_argument("--budgets", type=float, nargs="+", default=list(DEFAULT_BUDGETS), metavar="B",
@@ -138,7 +153,25 @@ def add_arguments(parser):
 
 
 def run_from_args(args):
-    """Runs `cli_search` with the options of `add_arguments`; returns the front."""
+    """Runs `cli_search` with the options parsed from `add_arguments`.
+
+    ``recalibration_images`` and ``data_dir`` keep `cli_search`'s defaults (no options).
+
+    Args:
+        args: the ``argparse.Namespace`` of a parser set up by `add_arguments`.
+
+    Returns:
+        The `tips_keras.search.ParetoFront`.
+
+    Raises:
+        FileNotFoundError: no model file or dataset files.
+        ValueError: as `cli_search`.
+
+    Example:
+        >>> parser = add_arguments(argparse.ArgumentParser())  # doctest: +SKIP
+        >>> args = parser.parse_args(["--model", "supernet.keras"])  # doctest: +SKIP
+        >>> front = run_from_args(args)  # doctest: +SKIP
+    """
     return cli_search(args.model, args.out, budgets=args.budgets, max_trials=args.max_trials,
                       oracle=args.oracle, recalibrate=args.recalibrate, data_name=args.dataset,
                       val_size=args.val_size, data_seed=args.data_seed, seed=args.seed,

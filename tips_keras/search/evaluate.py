@@ -60,7 +60,7 @@ class ConfigEvaluator:
     Example:
         >>> evaluator = ConfigEvaluator(model, (x_val, y_val))  # doctest: +SKIP
         >>> evaluator.evaluate("smallest")  # doctest: +SKIP
-        {'accuracy': 0.71, 'flops': 150688, 'params': 3034}
+        {'flops': 150688.0, 'params': 3034.0, 'accuracy': 0.71}
     """
 
     def __init__(self, model, validation_data, batch_size=256, recalibration_data=None,
@@ -116,7 +116,20 @@ class ConfigEvaluator:
         return correct
 
     def accuracy(self, config=None):
-        """Top-1 accuracy of ``config`` (default: the active configuration) on the validation data."""
+        """Top-1 accuracy of ``config`` (default: the active configuration) on the validation data.
+
+        Runs the compiled loop only, without recalibration (`evaluate` adds it); ``config`` stays
+        active.
+
+        Args:
+            config: None, or any form accepted by `tips_keras.ConfigSpace.resolve`.
+
+        Returns:
+            A float in [0, 1].
+
+        Example:
+            >>> evaluator.accuracy("largest")  # doctest: +SKIP
+        """
         if config is not None:
             self.model.set_config(config)
         return int(self.function(self._x, self._y)) / self.num_examples
@@ -124,12 +137,20 @@ class ConfigEvaluator:
     def evaluate(self, config):
         """Metrics of one configuration.
 
+        The configuration stays active afterwards (with the shared BatchNorm statistics).
+
         Args:
             config: any form accepted by `tips_keras.ConfigSpace.resolve`.
 
         Returns:
             ``{"accuracy", "flops", "params"}``, plus ``"accuracy_no_recal"`` when recalibrating
             (``"accuracy"`` is then the recalibrated one).
+
+        Raises:
+            ValueError: ``config`` does not fit the supernet.
+
+        Example:
+            >>> evaluator.evaluate({"exit": 1, "gates": {"stage0_block0": 1}})  # doctest: +SKIP
         """
         start = time.perf_counter()
         resolved = self.model.set_config(config)
@@ -150,7 +171,14 @@ class ConfigEvaluator:
         return result
 
     def reference_accuracy(self, config):
-        """The same accuracy through ``model.predict`` (slow reference for tests and benchmarks)."""
+        """The same accuracy through ``model.predict`` (slow reference for tests and benchmarks).
+
+        Args:
+            config: any form accepted by `tips_keras.ConfigSpace.resolve` (left active).
+
+        Returns:
+            A float in [0, 1].
+        """
         self.model.set_config(config)
         x = self._x.numpy().reshape((-1,) + tuple(self._x.shape[2:]))[: self.num_examples]
         y = self._y.numpy().reshape(-1)[: self.num_examples]

@@ -110,6 +110,10 @@ class ExitSearch:
 
         Returns:
             A `tips_keras.search.ParetoFront`.
+
+        Example:
+            >>> search = ExitSearch(model, (x_val, y_val), budgets=[0.5, 1.0])  # doctest: +SKIP
+            >>> front = search.run()  # doctest: +SKIP
         """
         active = self.model.get_active_config()
         try:
@@ -119,7 +123,16 @@ class ExitSearch:
         return self.front()
 
     def front(self):
-        """The `ParetoFront` of the trials completed so far (a worker: its own trials)."""
+        """The `ParetoFront` of the trials completed so far (a worker: its own trials).
+
+        Use it to look at a resumed or interrupted search without running trials.
+
+        Returns:
+            A `tips_keras.search.ParetoFront`.
+
+        Example:
+            >>> print(search.front().table())  # doctest: +SKIP
+        """
         metadata = dict(self.metadata)
         if tuner_lib.is_worker():
             points = [front_lib.make_point(self.space, values, metrics, trial_id)

@@ -27,10 +27,17 @@ class ParetoPoint:
     """One evaluated configuration.
 
     Attributes:
-        exit: exit index. gates: ``{gate name: 0/1}`` in gate order. flops / params: analytic
-        cost. accuracy: validation accuracy (recalibrated when measured). accuracy_no_recal:
-        accuracy with the shared BatchNorm statistics, when recalibration was measured.
-        trial_id: the keras-tuner trial that evaluated it.
+        exit: exit index.
+        gates: ``{gate name: 0/1}`` in gate order.
+        flops: analytic FLOPs (MACs).
+        params: parameters.
+        accuracy: validation accuracy (recalibrated when recalibration was measured).
+        accuracy_no_recal: accuracy with the shared BatchNorm statistics, or None.
+        trial_id: the keras-tuner trial that evaluated it, or None.
+
+    Example:
+        >>> ParetoPoint(exit=0, gates={"g0": 1, "g1": 0}, flops=90, params=9, accuracy=0.8).config
+        Configuration(exit=0, gates=(1, 0))
     """
 
     exit: int
@@ -43,15 +50,20 @@ class ParetoPoint:
 
     @property
     def config(self):
-        """The `tips_keras.Configuration` (pass it to ``model.set_config`` or export)."""
+        """The `tips_keras.Configuration` of the point (for ``model.set_config`` or export)."""
         return Configuration(int(self.exit), tuple(int(b) for b in self.gates.values()))
 
     def dominates(self, other):
-        """True when this point is at least as good in FLOPs and accuracy, better in one."""
+        """Whether this point is at least as good as ``other`` in FLOPs and accuracy, better in one.
+
+        Args:
+            other: another `ParetoPoint`.
+        """
         return (self.flops <= other.flops and self.accuracy >= other.accuracy
                 and (self.flops < other.flops or self.accuracy > other.accuracy))
 
     def to_dict(self):
+        """JSON-able dict of the point; ``accuracy_no_recal`` / ``trial_id`` only when set."""
         out = {"exit": int(self.exit), "gates": {k: int(v) for k, v in self.gates.items()},
                "flops": int(self.flops), "params": int(self.params), "accuracy": float(self.accuracy)}
         if self.accuracy_no_recal is not None:
@@ -108,10 +120,15 @@ class ParetoFront:
 
     @property
     def gate_names(self):
+        """The gate names in gate order, a list (from the first point; empty without points)."""
         return list(self.points[0].gates) if self.points else []
 
     def budget_flops(self, budget):
-        """Absolute FLOPs of a budget (fraction <= 1 of `full_flops`, else absolute)."""
+        """Absolute FLOPs (an int) of a budget: a fraction <= 1 of `full_flops`, else absolute.
+
+        Args:
+            budget: a positive number.
+        """
         return budget_to_flops(budget, self.full_flops)
 
     def best(self, budget):
@@ -125,6 +142,9 @@ class ParetoFront:
 
         Raises:
             ValueError: bad budget, or no evaluated configuration fits it.
+
+        Example:
+            >>> model.set_config(front.best(0.5).config)  # doctest: +SKIP
         """
         limit = self.budget_flops(budget)
         fits = [p for p in self.front if p.flops <= limit]
@@ -137,14 +157,20 @@ class ParetoFront:
         return fits[-1]  # accuracy increases along the front
 
     def hypervolume(self):
-        """Area dominated by the front in (FLOPs fraction, accuracy), reference point (1.0, 0)."""
+        """Area (a float) dominated by the front in (FLOPs fraction, accuracy) above (1.0, 0)."""
         fractions = [min(p.flops / self.full_flops, 1.0) for p in self.front] + [1.0]
         return float(sum((fractions[i + 1] - fractions[i]) * max(p.accuracy, 0.0)
                          for i, p in enumerate(self.front)))
 
     def mean_best_accuracy(self, budgets=None):
-        """Mean over ``budgets`` (default: the search's) of ``best(budget).accuracy``; a budget
-        that no point fits counts as 0."""
+        """Mean over ``budgets`` of ``best(budget).accuracy``; a budget no point fits counts as 0.
+
+        Args:
+            budgets: budgets to average over (default: the search's).
+
+        Returns:
+            A float (NaN without budgets).
+        """
         values = []
         for b in self.budgets if budgets is None else budgets:
             try:
@@ -160,6 +186,12 @@ class ParetoFront:
         Gates are shown as one character per gate in the order of the header line: ``1`` on,
         ``0`` off, ``.`` after the exit (irrelevant). ``best for`` lists the budgets for which
         the row is `best`.
+
+        Args:
+            all_points: list every evaluated point, not only the front (default False).
+
+        Returns:
+            The table as a string.
         """
         rows = self.points if all_points else self.front
         best_for = {}
@@ -189,6 +221,7 @@ class ParetoFront:
 
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self):
+        """JSON-able dict: format, version, full FLOPs, budgets, metadata, points (``on_front``)."""
         on_front = {id(p) for p in self.front}
         points = [dict(p.to_dict(), on_front=id(p) in on_front) for p in self.points]
         return {"format": FORMAT, "version": VERSION, "full_flops": self.full_flops,
@@ -198,6 +231,9 @@ class ParetoFront:
 
     def to_json(self, path=None):
         """The JSON text, or writes it atomically (temp file + ``os.replace``) to ``path``.
+
+        Args:
+            path: the file to write, or None.
 
         Returns:
             The JSON string when ``path`` is None, else ``path``.
@@ -210,6 +246,18 @@ class ParetoFront:
 
     @classmethod
     def from_dict(cls, data, source="<dict>"):
+        """Rebuilds a front from the output of `to_dict`.
+
+        Args:
+            data: the decoded dict.
+            source: what error messages name (default ``"<dict>"``).
+
+        Returns:
+            A `ParetoFront`.
+
+        Raises:
+            ValueError: ``full_flops`` or ``points`` missing or malformed.
+        """
         try:
             points = [ParetoPoint(exit=int(p["exit"]), gates={str(k): int(v) for k, v in p["gates"].items()},
                                   flops=int(p["flops"]), params=int(p.get("params", 0)),
@@ -224,6 +272,12 @@ class ParetoFront:
     @classmethod
     def from_json(cls, path):
         """Reads a front written by `to_json`.
+
+        Args:
+            path: the JSON file.
+
+        Returns:
+            A `ParetoFront`.
 
         Raises:
             ValueError: the file is truncated, not JSON, or not a Pareto front (names the file).
@@ -243,6 +297,10 @@ class ParetoFront:
     def plot(self, path, title=None):
         """Saves accuracy vs FLOPs: every evaluated point, the front highlighted, budgets as
         vertical lines (matplotlib, Agg, written atomically).
+
+        Args:
+            path: the image file; its extension picks the format (default png).
+            title: the plot title (default: a generic one).
 
         Returns:
             ``path``.
@@ -293,7 +351,17 @@ def _atomic_write(path, data):
 
 
 def make_point(space, values, metrics, trial_id=None):
-    """A `ParetoPoint` from keras-tuner hyperparameter values and the metrics of a trial."""
+    """A `ParetoPoint` from keras-tuner hyperparameter values and the metrics of a trial.
+
+    Args:
+        space: the `SearchSpace` (decodes ``values``, gives the exact cost).
+        values: the trial's hyperparameter values.
+        metrics: ``{"accuracy": a}``, plus ``"accuracy_no_recal"`` when measured.
+        trial_id: the trial's id, or None.
+
+    Returns:
+        A `ParetoPoint` of the canonical configuration.
+    """
     vector = space.from_values(values)
     config = space.to_config(vector)
     flops, params = (int(v[0]) for v in space.cost(vector))
@@ -304,7 +372,17 @@ def make_point(space, values, metrics, trial_id=None):
 
 
 def from_trials(trials, space, budgets, metadata=None):
-    """Builds a `ParetoFront` from the completed keras-tuner trials of a configuration search."""
+    """Builds a `ParetoFront` from the completed keras-tuner trials of a configuration search.
+
+    Args:
+        trials: keras-tuner trials (only completed ones with an accuracy are used).
+        space: the `SearchSpace` of the search.
+        budgets: the search's budgets.
+        metadata: JSON-able facts stored with the front.
+
+    Returns:
+        A `ParetoFront`.
+    """
     points = []
     for t in trials:
         if t.status != "COMPLETED" or not t.metrics.exists("accuracy"):

@@ -36,6 +36,9 @@ _ENUMERATION_LIMIT = 1 << 16
 class ConfigOracle(keras_tuner.Oracle):
     """Base class: budgets, round-robin targets, canonical de-duplication and resumable state.
 
+    A subclass sets ``kind`` and implements ``_propose(target, rng, round_index)``, yielding
+    ``(origin, candidate vectors)``; the base class keeps the first new candidate that fits.
+
     Args:
         space: the `SearchSpace` of the supernet.
         budgets: FLOPs budgets, fractions of the full FLOPs (<= 1) or absolute FLOPs (> 1).
@@ -48,6 +51,12 @@ class ConfigOracle(keras_tuner.Oracle):
     Raises:
         ValueError: bad ``space`` / ``max_trials`` / ``budgets`` (see
             `SearchSpace.resolve_budgets`), or a resumed project whose supernet or budgets differ.
+
+    Example:
+        >>> class FillOracle(ConfigOracle):  # doctest: +SKIP
+        ...     kind = "fill"
+        ...     def _propose(self, target, rng, round_index):
+        ...         yield "fill", self.space.fill(self.space.random_vectors(rng, 8), target)
     """
 
     kind = None
@@ -89,6 +98,16 @@ class ConfigOracle(keras_tuner.Oracle):
 
     # -- keras-tuner hooks --------------------------------------------------------------------
     def populate_space(self, trial_id):
+        """keras-tuner hook: proposes the configuration of trial ``trial_id``.
+
+        Args:
+            trial_id: the trial's id; trial ``n`` targets budget ``n mod B``.
+
+        Returns:
+            ``{"status": RUNNING, "values": hyperparameter values}``, or ``STOPPED`` (values None)
+            when no new configuration was found (after the proposal rounds and, for small spaces,
+            the enumeration).
+        """
         n = int(trial_id)
         target = int(self.budgets[n % len(self.budgets)])
         rng = np.random.default_rng([self.search_seed, n])
@@ -99,12 +118,26 @@ class ConfigOracle(keras_tuner.Oracle):
         return {"status": trial_module.TrialStatus.RUNNING, "values": self.space.to_values(vector)}
 
     def get_state(self):
+        """keras-tuner hook: the state plus the fingerprint, proposals and seed (for resuming).
+
+        Returns:
+            The state dict.
+        """
         state = super().get_state()
         state[STATE_KEY] = {"fingerprint": self.fingerprint, "proposals": self.proposals,
                             "search_seed": self.search_seed}
         return state
 
     def set_state(self, state):
+        """keras-tuner hook: restores a state saved by `get_state`.
+
+        Args:
+            state: the saved state dict.
+
+        Raises:
+            ValueError: the saved fingerprint differs (other supernet weights, budgets, validation
+                data, oracle or options): pass ``overwrite=True`` or another project name.
+        """
         super().set_state(state)
         saved = state.get(STATE_KEY) or {}
         if saved.get("fingerprint") != self.fingerprint:
@@ -119,7 +152,11 @@ class ConfigOracle(keras_tuner.Oracle):
 
     # -- evaluated configurations ---------------------------------------------------------------
     def evaluated(self):
-        """Completed trials as ``(vectors (N, G + 1), accuracy (N,), flops (N,))``."""
+        """The completed trials that reported an accuracy.
+
+        Returns:
+            ``(vectors (N, G + 1), accuracy (N,), flops (N,))``.
+        """
         done = [t for t in self.trials.values()
                 if t.status == trial_module.TrialStatus.COMPLETED and t.metrics.exists("accuracy")]
         if not done:
@@ -178,6 +215,11 @@ class ConfigOracle(keras_tuner.Oracle):
 class RandomOracle(ConfigOracle):
     """Random-search baseline: uniform exits and gate bits, rejected when over the target budget.
 
+    Args:
+        space: the `SearchSpace` of the supernet.
+        budgets: FLOPs budgets (fractions <= 1 or absolute FLOPs).
+        **kwargs: see `ConfigOracle` (``max_trials``, ``seed``, ``candidates``, ...).
+
     Example:
         >>> oracle = RandomOracle(SearchSpace(model), budgets=[0.5, 1.0], max_trials=50)  # doctest: +SKIP
     """
@@ -220,7 +262,17 @@ class TIPSOracle(ConfigOracle):
         self.preference = (1.0 - self.guidance) + self.guidance * space.importance
 
     def seeds(self, target):
-        """Importance-greedy configuration of every exit that fits ``target`` (deepest first)."""
+        """Importance-greedy configuration of every exit that fits ``target`` (deepest exit first).
+
+        Each starts with all gates off and switches gates on by decreasing importance while it fits
+        (`SearchSpace.fill`).
+
+        Args:
+            target: the budget in FLOPs.
+
+        Returns:
+            A float32 array (n, G + 1), one row per exit whose gate-less configuration fits.
+        """
         exits = np.arange(self.space.num_exits)[::-1]
         base = np.zeros((len(exits), self.space.num_gates + 1), np.float32)
         base[:, -1] = exits
@@ -246,7 +298,23 @@ class TIPSOracle(ConfigOracle):
         return vectors
 
     def mutants(self, parents, accuracy, target, rng):
-        """Children of tournament-selected parents, mutated by importance and repaired to fit."""
+        """Children of tournament-selected parents, mutated by importance and repaired to fit.
+
+        Each of ``candidates`` children copies the most accurate of 3 random parents; its exit moves
+        by one with probability ``exit_rate`` (gates that become relevant are drawn afresh); about
+        ``mutation_rate`` relevant gates flip (on -> off favours unimportant gates, off -> on
+        important ones; at least one when the exit did not move); it is then repaired into
+        ``target`` and, with probability ``fill_rate``, filled up to it.
+
+        Args:
+            parents: evaluated vectors (N, G + 1) that fit ``target``.
+            accuracy: their accuracies (N,).
+            target: the budget in FLOPs.
+            rng: a ``numpy.random.Generator``.
+
+        Returns:
+            A float32 array (candidates, G + 1) of canonical vectors within ``target``.
+        """
         space, k = self.space, self.candidates
         imp = space.importance
         picks = rng.integers(0, len(parents), (k, 3))
@@ -276,8 +344,18 @@ class TIPSOracle(ConfigOracle):
 def get_oracle(oracle, space, budgets, **kwargs):
     """Returns an oracle: ``"tips"`` (`TIPSOracle`), ``"random"`` (`RandomOracle`) or an instance.
 
+    Args:
+        oracle: ``"tips"``, ``"random"`` or a `ConfigOracle` (returned as is: the other
+            arguments are then ignored).
+        space: the `SearchSpace`.
+        budgets: FLOPs budgets (fractions <= 1 or absolute FLOPs).
+        **kwargs: options of the oracle class (``max_trials``, ``seed``, ``guidance``, ...).
+
+    Returns:
+        A `ConfigOracle`.
+
     Raises:
-        ValueError: unknown name.
+        ValueError: unknown name, or invalid options.
 
     Example:
         >>> get_oracle("random", space, [0.5, 1.0], max_trials=20)  # doctest: +SKIP

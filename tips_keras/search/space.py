@@ -61,6 +61,16 @@ class SearchSpace:
         importance: per-gate importance in [0, 1] (default: ``model.controller.importance``).
             All zeros (a supernet not trained with TIPS) is treated as uniform (0.5 each).
 
+    Attributes:
+        full_flops: FLOPs of the largest configuration.
+        smallest_flops: FLOPs of the smallest configuration.
+        gate_flops: FLOPs saved by switching off each gate alone (from the largest).
+        importance: the importance used (clipped to [0, 1]).
+        importance_given: False when the importance was all zeros.
+
+    Raises:
+        ValueError: ``importance`` not of length G or not finite.
+
     Example:
         >>> space = SearchSpace(tips_keras.zoo.anytime_resnet())  # doctest: +SKIP
         >>> space.resolve_budgets([0.5, 1.0])  # doctest: +SKIP
@@ -98,38 +108,91 @@ class SearchSpace:
     # -- sizes, conversions ---------------------------------------------------------------------
     @property
     def size(self):
-        """Number of distinct (canonical) configurations."""
+        """Number of distinct (canonical) configurations.
+
+        Returns:
+            An int.
+        """
         return int(sum(2 ** int((self.gate_min_exit <= e).sum()) for e in range(self.num_exits)))
 
     def all_vectors(self):
-        """Every canonical configuration as an array (size, G + 1); only for small spaces."""
+        """Every canonical configuration as control vectors; only for small spaces.
+
+        Returns:
+            A float32 array (size, G + 1).
+
+        Raises:
+            ValueError: more than 65,536 configurations.
+        """
         return self.config_space.all_vectors(limit=1 << 16)
 
     def canonical(self, vectors):
-        """Canonical form of an array (T, G + 1) of control vectors (bits after the exit = 0)."""
+        """Canonical form of control vectors (bits of gates after the exit set to 0).
+
+        Args:
+            vectors: one vector (G + 1,) or an array (T, G + 1).
+
+        Returns:
+            A float32 array (T, G + 1).
+        """
         return self.config_space.canonical_vectors(np.atleast_2d(vectors))
 
     def relevant(self, vectors):
-        """Boolean (T, G): which gates matter for each vector's exit."""
+        """Which gates matter for each vector's exit.
+
+        Args:
+            vectors: one vector (G + 1,) or an array (T, G + 1).
+
+        Returns:
+            A boolean array (T, G).
+        """
         exits = np.rint(np.atleast_2d(vectors)[:, -1]).astype(int)
         return self.gate_min_exit[None, :] <= exits[:, None]
 
     def cost(self, vectors):
-        """Exact ``(flops, params)`` int arrays for an array (T, G + 1) of control vectors."""
+        """Exact FLOPs and parameters of control vectors (`tips_keras.analytic_flops.cost_vectors`).
+
+        Args:
+            vectors: one vector (G + 1,) or an array (T, G + 1).
+
+        Returns:
+            ``(flops, params)``: int64 arrays (T,).
+
+        Example:
+            >>> flops, params = space.cost(space.all_vectors())  # doctest: +SKIP
+        """
         rows = analytic_flops.cost_vectors(self.model, np.atleast_2d(vectors))
         costs = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
         return costs[:, 0], costs[:, 1]
 
     def key(self, vector):
-        """A hashable key of a (canonical) vector."""
+        """A hashable key of a (canonical) vector, for de-duplication.
+
+        Args:
+            vector: a control vector (G + 1,).
+
+        Returns:
+            A tuple of ints.
+        """
         return tuple(int(round(float(v))) for v in vector)
 
     def to_config(self, vector):
-        """`tips_keras.Configuration` of a control vector."""
+        """`tips_keras.Configuration` of a control vector.
+
+        Args:
+            vector: a control vector (G + 1,).
+
+        Returns:
+            A `Configuration`.
+        """
         return Configuration.from_vector(vector)
 
     def hyperparameters(self):
-        """keras-tuner space: ``Int("exit", 0, E - 1)`` and one ``Boolean(gate name)`` per gate."""
+        """keras-tuner space: ``Int("exit", 0, E - 1)`` and one ``Boolean(gate name)`` per gate.
+
+        Returns:
+            A ``keras_tuner.HyperParameters``.
+        """
         hp = keras_tuner.HyperParameters()
         hp.Int(EXIT_HP, 0, self.num_exits - 1)
         for name in self.gate_names:
@@ -137,14 +200,31 @@ class SearchSpace:
         return hp
 
     def to_values(self, vector):
-        """keras-tuner values ``{"exit": e, gate name: bool}`` of a control vector."""
+        """keras-tuner values ``{"exit": e, gate name: bool}`` of a control vector (canonicalised).
+
+        Args:
+            vector: a control vector (G + 1,).
+
+        Returns:
+            A dict.
+        """
         vector = self.canonical(vector)[0]
         values = {EXIT_HP: int(round(float(vector[-1])))}
         values.update({n: bool(b > 0.5) for n, b in zip(self.gate_names, vector[:-1])})
         return values
 
     def from_values(self, values):
-        """Canonical control vector of keras-tuner values (inverse of `to_values`)."""
+        """Canonical control vector of keras-tuner values (inverse of `to_values`).
+
+        Args:
+            values: ``{"exit": e, gate name: bool}``; gates not given are off.
+
+        Returns:
+            A float32 vector (G + 1,).
+
+        Raises:
+            KeyError: no ``"exit"`` value.
+        """
         bits = [float(bool(values.get(n, False))) for n in self.gate_names]
         return self.canonical(np.asarray(bits + [float(values[EXIT_HP])], dtype=np.float32))[0]
 
@@ -152,9 +232,19 @@ class SearchSpace:
     def resolve_budgets(self, budgets):
         """Absolute FLOPs of ``budgets`` (fractions <= 1 or absolute FLOPs), sorted, unique.
 
+        Args:
+            budgets: one budget, or a list / tuple / array of them.
+
+        Returns:
+            An int64 array of FLOPs.
+
         Raises:
-            ValueError: empty, not positive numbers, or one smaller than the smallest
-                configuration (the message names its FLOPs).
+            ValueError: empty, not positive numbers, absolute FLOPs of 2**63 or more, or one
+                smaller than the smallest configuration (the message names its FLOPs).
+
+        Example:
+            >>> space.resolve_budgets([1.0, 0.5, 0.5])  # doctest: +SKIP
+            array([11882624, 23765248])
         """
         values = list(budgets) if isinstance(budgets, (list, tuple, np.ndarray)) else [budgets]
         if not values:
@@ -179,7 +269,21 @@ class SearchSpace:
 
     # -- constructions --------------------------------------------------------------------------
     def random_vectors(self, rng, n, on_prob=None, exits=None):
-        """``n`` canonical vectors: uniform exits (or ``exits``), gate bits ~ Bernoulli(on_prob)."""
+        """``n`` canonical vectors: uniform exits (or ``exits``), gate bits ~ Bernoulli(on_prob).
+
+        Args:
+            rng: a ``numpy.random.Generator``.
+            n: the number of vectors.
+            on_prob: per-gate on-probabilities (G,) (default 0.5 each).
+            exits: the exit of each vector (n,) (default: uniform).
+
+        Returns:
+            A float32 array (n, G + 1); no budget is applied (see `repair`).
+
+        Example:
+            >>> space.random_vectors(np.random.default_rng(0), 8).shape  # doctest: +SKIP
+            (8, 7)
+        """
         p = np.full(self.num_gates, 0.5) if on_prob is None else np.asarray(on_prob)
         bits = (rng.random((n, self.num_gates)) < p[None, :]).astype(np.float32)
         if exits is None:
@@ -212,6 +316,12 @@ class SearchSpace:
 
         Returns:
             Canonical vectors (T, G + 1) whose FLOPs are ``<= budget``.
+
+        Example:
+            >>> limit = space.resolve_budgets(0.5)[0]  # doctest: +SKIP
+            >>> fitted = space.repair(space.random_vectors(rng, 8), limit)  # doctest: +SKIP
+            >>> bool((space.cost(fitted)[0] <= limit).all())  # doctest: +SKIP
+            True
         """
         v = self.canonical(vectors).copy()
         orders = self._orders(len(v), weights, rng, descending=False)
@@ -232,8 +342,21 @@ class SearchSpace:
     def fill(self, vectors, budget, rng=None, weights=None):
         """Switches on off-gates while the vector still fits ``budget`` (greedy, vectorised).
 
-        Gates are tried by decreasing ``weights`` (default: importance); with ``rng`` each vector
-        gets its own order, a gate coming early with probability proportional to its weight.
+        Gates are tried by decreasing ``weights`` (default: importance), only those that matter for
+        the vector's exit; with ``rng`` each vector gets its own order, a gate coming early with
+        probability proportional to its weight. A vector already over the budget is not repaired.
+
+        Args:
+            vectors: array (T, G + 1).
+            budget: absolute FLOPs.
+            rng: optional ``numpy.random.Generator`` (per-vector random orders).
+            weights: per-gate preference to be on (default: the importance).
+
+        Returns:
+            Canonical vectors (T, G + 1).
+
+        Example:
+            >>> filled = space.fill(space.repair(vectors, limit), limit)  # doctest: +SKIP
         """
         v = self.canonical(vectors).copy()
         n = len(v)

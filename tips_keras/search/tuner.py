@@ -21,12 +21,32 @@ from tqdm.auto import tqdm
 
 
 def is_worker():
-    """True in a keras-tuner worker process (chief oracle elsewhere)."""
+    """True in a keras-tuner worker process (chief oracle elsewhere).
+
+    Reads keras-tuner's ``KERASTUNER_*`` environment variables.
+
+    Returns:
+        A bool.
+
+    Raises:
+        RuntimeError: ``KERASTUNER_ORACLE_IP`` is set without the port or the tuner id.
+
+    Example:
+        >>> is_worker()  # doctest: +SKIP
+        False
+    """
     return dist_utils.has_chief_oracle() and not dist_utils.is_chief_oracle()
 
 
 def is_chief():
-    """True in the keras-tuner chief process (it serves the oracle)."""
+    """True in the keras-tuner chief process (it serves the oracle).
+
+    Returns:
+        A bool (``KERASTUNER_TUNER_ID`` contains ``"chief"``).
+
+    Raises:
+        RuntimeError: ``KERASTUNER_ORACLE_IP`` is set without the port or the tuner id.
+    """
     return dist_utils.is_chief_oracle()
 
 
@@ -40,6 +60,10 @@ def serve_chief(oracle, poll_interval=0.2, progress=None):
 
     Raises:
         RuntimeError: the address in ``KERASTUNER_ORACLE_IP`` / ``..._PORT`` cannot be bound.
+        KeyError: those environment variables are not set.
+
+    Example:
+        >>> serve_chief(oracle)  # in the chief process  # doctest: +SKIP
     """
     from concurrent import futures
 
@@ -97,16 +121,42 @@ class ConfigTuner(keras_tuner.Tuner):
         self._bar = None
 
     def run_trial(self, trial, *args, **kwargs):
+        """keras-tuner hook: evaluates the trial's configuration (no training).
+
+        Args:
+            trial: the keras-tuner trial.
+            *args: unused.
+            **kwargs: unused.
+
+        Returns:
+            The metrics of `ConfigEvaluator.evaluate` (``accuracy``, ``flops``, ``params``, ...).
+        """
         vector = self.space.from_values(trial.hyperparameters.values)
         metrics = self.evaluator.evaluate(self.space.to_config(vector))
         self.results.append((trial.trial_id, dict(trial.hyperparameters.values), metrics))
         return metrics
 
     def save_model(self, trial_id, model, step=0):
-        """No-op: every trial is a configuration of the same supernet; nothing to save."""
+        """No-op: every trial is a configuration of the same supernet; nothing to save.
+
+        Args:
+            trial_id: unused.
+            model: unused.
+            step: unused.
+        """
 
     def load_model(self, trial):
-        """Activates the trial's configuration on the shared supernet and returns the supernet."""
+        """Activates the trial's configuration on the shared supernet and returns the supernet.
+
+        Args:
+            trial: a keras-tuner trial.
+
+        Returns:
+            The supernet, with that configuration active.
+
+        Example:
+            >>> model = tuner.load_model(tuner.oracle.get_best_trials(1)[0])  # doctest: +SKIP
+        """
         self.evaluator.model.set_config(self.space.to_config(self.space.from_values(trial.hyperparameters.values)))
         return self.evaluator.model
 
@@ -118,10 +168,16 @@ class ConfigTuner(keras_tuner.Tuner):
                              unit="cfg", dynamic_ncols=True)
 
     def on_search_begin(self):
+        """keras-tuner hook: opens the progress bar (when ``progress``)."""
         super().on_search_begin()
         self._open_bar()
 
     def on_trial_end(self, trial):
+        """keras-tuner hook: reports the trial to the oracle, saves, and advances the progress bar.
+
+        Args:
+            trial: the finished trial.
+        """
         super().on_trial_end(trial)
         if self._bar is not None:
             self._bar.update(1)
@@ -129,13 +185,22 @@ class ConfigTuner(keras_tuner.Tuner):
                 self._bar.set_postfix(accuracy=f"{self.results[-1][2]['accuracy']:.3f}")
 
     def on_search_end(self):
+        """keras-tuner hook: closes the progress bar."""
         super().on_search_end()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
 
     def search(self, *args, **kwargs):
-        """Runs the search; in the chief process, serves the oracle until the workers are done."""
+        """Runs the search; in the chief process, serves the oracle until the workers are done.
+
+        Args:
+            *args: passed to `keras_tuner.Tuner.search` (not by the chief).
+            **kwargs: passed to `keras_tuner.Tuner.search` (not by the chief).
+
+        Example:
+            >>> tuner.search(verbose=0)  # doctest: +SKIP
+        """
         if is_chief():
             self.save()
             self._open_bar()
