@@ -104,3 +104,12 @@ def test_bad_sampler_arguments(kwargs, fragment):
 def test_tips_update_refuses_nan():
     with pytest.raises(ValueError, match="finite"):
         sampling.get_sampler("tips", SPACE).update(np.full(6, np.nan))
+
+
+@pytest.mark.parametrize("gate_probs, exit_probs", [(np.full(6, 0.5), np.zeros(3)),
+                                                    (np.full(6, 1.5), np.ones(3)),
+                                                    (np.full(6, 0.5), [1.0, np.nan, 1.0])])
+def test_set_state_refuses_a_distribution_it_cannot_sample(gate_probs, exit_probs):
+    sampler = sampling.get_sampler("tips", SPACE)
+    with pytest.raises(ValueError, match="Invalid sampler state.*Received: gate_probs="):
+        sampler.set_state(gate_probs, exit_probs)

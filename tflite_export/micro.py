@@ -71,8 +71,18 @@ TFLM_BUILTIN_OPS = {
 }
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CPP_KEYWORDS = {"int", "char", "const", "unsigned", "extern", "static",
-                 "class", "namespace", "template", "new", "delete", "auto"}
+# C and C++ keywords (C17 + C++20), none of which can name the array.
+_CPP_KEYWORDS = frozenset("""
+    alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t
+    char32_t class compl concept const consteval constexpr constinit const_cast continue co_await
+    co_return co_yield decltype default delete do double dynamic_cast else enum explicit export
+    extern false float for friend goto if inline int long mutable namespace new noexcept not
+    not_eq nullptr operator or or_eq private protected public register reinterpret_cast requires
+    restrict return short signed sizeof static static_assert static_cast struct switch template
+    this thread_local throw true try typedef typeid typename union unsigned using virtual void
+    volatile wchar_t while xor xor_eq _Alignas _Alignof _Atomic _Bool _Complex _Generic
+    _Imaginary _Noreturn _Static_assert _Thread_local
+""".split())
 
 
 def check_micro_ops(ops):
@@ -238,7 +248,7 @@ def check_variable_name(name):
 
     Args:
         name: a C identifier (letters, digits and ``_``, not starting with a digit) that is
-            neither one of a few C++ keywords (``int``, ``const``, ``class``, ...) nor a Python
+            neither a C/C++ keyword (``int``, ``double``, ``void``, ``class``, ...) nor a Python
             keyword.
 
     Returns:

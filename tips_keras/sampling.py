@@ -103,7 +103,8 @@ class Sampler:
             exit_probs: per-exit weights (E,), normalised to sum to 1.
 
         Raises:
-            ValueError: wrong shapes.
+            ValueError: wrong shapes, gate probabilities outside [0, 1], or exit weights that are
+                negative, not finite or all zero.
         """
         gate_probs, exit_probs = np.asarray(gate_probs, float), np.asarray(exit_probs, float)
         if gate_probs.shape != (self.space.num_gates,) or exit_probs.shape != (self.space.num_exits,):
@@ -111,6 +112,13 @@ class Sampler:
                 "Invalid sampler state. Expected gate_probs of shape "
                 f"({self.space.num_gates},) and exit_probs of shape ({self.space.num_exits},). "
                 f"Received: shapes {gate_probs.shape} and {exit_probs.shape}"
+            )
+        if (not np.all((gate_probs >= 0) & (gate_probs <= 1)) or not np.all(np.isfinite(exit_probs))
+                or np.any(exit_probs < 0) or not exit_probs.sum() > 0):
+            raise ValueError(
+                "Invalid sampler state. Expected gate_probs in [0, 1] and non-negative finite "
+                f"exit_probs with a positive sum. Received: gate_probs={gate_probs.tolist()}, "
+                f"exit_probs={exit_probs.tolist()}"
             )
         self.gate_probs = gate_probs
         self.exit_probs = exit_probs / exit_probs.sum()

@@ -15,19 +15,14 @@ DEFAULT_BUDGETS = (0.25, 0.5, 0.75, 1.0)
 
 
 def _load_supernet(model_path):
-    import keras
-
-    import tips_keras  # noqa: F401  (registers the gated layers for deserialization)
-    from tips_keras.model import AnytimeModel
+    from tips_keras.io import load_supernet
 
     if not os.path.isfile(model_path):
         raise FileNotFoundError(f"Supernet file not found: {str(model_path)!r} (expected a .keras "
                                 "file written by `tips-keras train` or model.save).")
-    model = keras.models.load_model(model_path, compile=False)
-    if not isinstance(model, AnytimeModel):
-        raise ValueError(f"Invalid value for argument `model_path`: {str(model_path)!r} holds a "
-                         f"{type(model).__name__}, not a tips_keras supernet (AnytimeModel).")
-    return model
+    # The checked loader: safe_mode, no Lambda layers, consistent gates, finite weights; it
+    # raises ValueError for a file that is not an anytime supernet.
+    return load_supernet(model_path, compile=False)
 
 
 def _validation_split(data_name, val_size, data_seed, recalibration_images, data_dir):

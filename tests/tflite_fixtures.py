@@ -1,0 +1,81 @@
+"""Shared by the tflite_export tests: a tiny plain CNN trained on a Fashion-MNIST subset.
+
+Import the fixtures into a test module (``from tests.tflite_fixtures import data, model``);
+pytest then finds them there. Module scope: each test file trains the CNN once (~10 s).
+"""
+
+import gzip
+import struct
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+QUANTS = ("float32", "float16", "dynamic", "int8")
+LABELS = ["tshirt", "trouser", "pullover", "dress", "coat",
+          "sandal", "shirt", "sneaker", "bag", "boot"]
+
+
+# --------------------------------------------------------------------------- data
+def _idx(path):
+    with gzip.open(path) as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _synthetic(n, seed):
+    """10 classes = 10 fixed blurred templates + noise (learnable structure)."""
+    rng = np.random.default_rng(0)
+    templates = rng.random((10, 7, 7)).repeat(4, 1).repeat(4, 2)
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = templates[y] + 0.3 * rng.standard_normal((n, 28, 28))
+    return np.clip(x, 0, 1).astype("float32")[..., None], y.astype("int64")
+
+
+def load_data(n_train=4000, n_test=1000):
+    try:
+        xtr = _idx(FASHION / "train-images-idx3-ubyte.gz")[:n_train]
+        ytr = _idx(FASHION / "train-labels-idx1-ubyte.gz")[:n_train]
+        xte = _idx(FASHION / "t10k-images-idx3-ubyte.gz")[:n_test]
+        yte = _idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:n_test]
+    except OSError:
+        return _synthetic(n_train, 1) + _synthetic(n_test, 2)
+    f = lambda x: (x.astype("float32") / 255.0)[..., None]  # noqa: E731
+    return f(xtr), ytr.astype("int64"), f(xte), yte.astype("int64")
+
+
+def build_cnn():
+    L = keras.layers
+
+    def cbr(x, ch, stride=1, relu=True):
+        x = L.Conv2D(ch, 3, strides=stride, padding="same", use_bias=False)(x)
+        x = L.BatchNormalization(momentum=0.9)(x)  # few steps: fast-moving stats
+        return L.ReLU()(x) if relu else x
+
+    inp = keras.Input((28, 28, 1))
+    x = cbr(inp, 24, 2)
+    y = cbr(cbr(x, 24), 24, relu=False)
+    x = L.ReLU()(L.Add()([x, y]))
+    x = cbr(cbr(x, 48, 2), 48, 2)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(10, activation="softmax")(x), name="tiny_cnn")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data()
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    xtr, ytr, _, _ = data
+    keras.utils.set_random_seed(0)
+    m = build_cnn()
+    m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    m.fit(xtr, ytr, epochs=2, batch_size=64, verbose=0)
+    return m
