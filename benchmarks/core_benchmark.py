@@ -1,6 +1,6 @@
 """Issue-2 figures: callback overhead, DTMC update time, small vs full sub-network step time.
 
-Run:  .venv/bin/python benchmarks/core_benchmark.py [--quick]
+Run:  .venv/bin/python benchmarks/core_benchmark.py [--quick] [--sections 1 2 3]
 
 1. Per-epoch wall time of model.fit with TIPSCallback (1 path per step) divided by plain
    model.fit of the full network (same data, batch size; first epoch excluded: tracing). Median of
@@ -72,14 +72,19 @@ def overhead_table(x, y, runs, epochs, widths, blocks):
         "TIPSCallback(uniform), 1 path": lambda: tips.TIPSCallback(sampler="uniform"),
         "TIPSCallback, fixed largest": lambda: tips.TIPSCallback(sampler=lambda s: FixedSampler(s, "largest")),
     }
-    results = {}
-    for name, factory in variants.items():
-        results[name] = [epoch_time(x, y, epochs, widths, blocks, factory) for _ in range(runs)]
+    results = {name: [] for name in variants}
+    load = [os.getloadavg()[0]]
+    for _ in range(runs):  # interleaved: a change of machine load hits every variant alike
+        for name, factory in variants.items():
+            results[name].append(epoch_time(x, y, epochs, widths, blocks, factory))
+        load.append(os.getloadavg()[0])
     base = statistics.median(results["plain fit, full network"])
-    print(f"\n## 1. fit wall time per epoch ({len(x)} images, batch 128, median of {runs} runs, epochs 2..{epochs})")
-    print(f"{'variant':<32} {'s/epoch':>8} {'ratio to plain':>15}")
+    print(f"\n## 1. fit wall time per epoch ({len(x)} images, batch 128, median of {runs} interleaved "
+          f"runs, epochs 2..{epochs}; 1-min load average {min(load):.1f}..{max(load):.1f})")
+    print(f"{'variant':<32} {'s/epoch':>8} {'ratio to plain':>15}  runs")
     for name, times in results.items():
-        print(f"{name:<32} {statistics.median(times):>8.2f} {statistics.median(times) / base:>15.3f}")
+        print(f"{name:<32} {statistics.median(times):>8.2f} {statistics.median(times) / base:>15.3f}  "
+              + " ".join(f"{t:.2f}" for t in times))
 
 
 def dtmc_table(repeats=5):
@@ -117,15 +122,20 @@ def subnet_table(x, y, runs, epochs, widths, blocks):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small data, 1 run: a smoke test")
+    parser.add_argument("--sections", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3],
+                        help="tables to measure (default: all)")
     args = parser.parse_args()
     n, runs, epochs = (1024, 1, 2) if args.quick else (5000, 3, 3)
     widths, blocks = (16, 32, 64), 2
     print(f"# core benchmark: {' '.join(['.venv/bin/python', 'benchmarks/core_benchmark.py'] + sys.argv[1:])}")
     print(f"supernet anytime_resnet(widths={widths}, blocks_per_stage={blocks}); Fashion-MNIST train subset {n}")
     splits = data.load("fashion_mnist", train_size=n, val_size=1000)
-    overhead_table(splits.x_train, splits.y_train, runs, epochs, widths, blocks)
-    dtmc_table()
-    subnet_table(splits.x_train, splits.y_train, runs, epochs, widths, blocks)
+    if 1 in args.sections:
+        overhead_table(splits.x_train, splits.y_train, runs, epochs, widths, blocks)
+    if 2 in args.sections:
+        dtmc_table()
+    if 3 in args.sections:
+        subnet_table(splits.x_train, splits.y_train, runs, epochs, widths, blocks)
 
 
 if __name__ == "__main__":

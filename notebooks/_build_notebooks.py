@@ -22,6 +22,7 @@ QUICK = os.environ.get("TIPS_NOTEBOOK_QUICK") == "1"
 ARTIFACTS = os.environ.get("TIPS_NOTEBOOK_DIR", "artifacts")  # shared with 02_deploy_tflite
 TRAIN_SIZE = 1000 if QUICK else 10000
 EPOCHS = 2 if QUICK else 6
+BATCH = 32 if QUICK else 128  # quick: more, smaller steps so the tiny run still learns
 WIDTHS = (4, 8, 16) if QUICK else (8, 16, 32)
 TRIALS = 8 if QUICK else 60
 BUDGETS = [0.25, 0.5, 0.75, 1.0]
@@ -94,7 +95,7 @@ print("same outputs with all gates on:",
 model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
               metrics=["accuracy"])
 tips_cb = tips.TIPSCallback(sampler="tips", seed=0)
-history = model.fit(splits.x_train, splits.y_train, batch_size=128, epochs=EPOCHS,
+history = model.fit(splits.x_train, splits.y_train, batch_size=BATCH, epochs=EPOCHS,
                     validation_data=(splits.x_val, splits.y_val), callbacks=[tips_cb], verbose=2)
 print({gate: round(value, 3) for gate, value in tips_cb.importance.items()})'''),
     new_code_cell('''\
@@ -171,7 +172,7 @@ if os.path.exists(supernet_path) and os.path.exists(front_path):
 else:  # 01_quickstart has not run: train and search a small supernet here
     model = tips.zoo.anytime_resnet(input_shape=(28, 28, 1), num_classes=10, widths=WIDTHS)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(splits.x_train, splits.y_train, batch_size=128, epochs=EPOCHS,
+    model.fit(splits.x_train, splits.y_train, batch_size=BATCH, epochs=EPOCHS,
               callbacks=[tips.TIPSCallback(sampler="tips", seed=0)], verbose=2)
     tips.search.ExitSearch(model, (splits.x_val, splits.y_val), budgets=BUDGETS, max_trials=TRIALS,
                            directory=os.path.join(ARTIFACTS, "search"), overwrite=True,
@@ -227,7 +228,7 @@ for image in x:
     interpreter.invoke()
     predicted.append(int(np.argmax(interpreter.get_tensor(out["index"]))))
 keras_predicted = np.argmax(item["model"].predict(x, verbose=0), axis=1)
-print(f"input {inp['dtype'].__name__} {tuple(inp['shape'])}, output {out['dtype'].__name__}")
+print(f"input {inp['dtype'].__name__} {tuple(int(d) for d in inp['shape'])}, output {out['dtype'].__name__}")
 print(f"int8 LiteRT vs float Keras: same class on {np.mean(np.array(predicted) == keras_predicted):.1%} "
       f"of {len(x)} images; int8 accuracy {np.mean(np.array(predicted) == splits.y_test[:200]):.3f}")'''),
     new_markdown_cell(
