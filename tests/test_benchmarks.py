@@ -92,3 +92,17 @@ def test_regenerating_results_keeps_the_hand_written_analysis_flagged(tmp_path):
     assert "written for an earlier run" in once and once.endswith("TIPS loses because ...\n")
     path.write_text(once)
     assert report.keep_analysis(str(path), "new tables") == once  # the warning is not repeated
+
+
+def test_readme_results_are_copied_from_the_committed_benchmark():
+    """The README's results table rows appear verbatim in benchmarks/RESULTS.md (no figure typed
+    by hand), and the plots it shows exist."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = [l for l in section.splitlines() if l.startswith("| ") and not l.startswith("|---")]
+    assert len(rows) >= 5, "README ## Results has no table"
+    results = open(os.path.join(ROOT, "benchmarks", "RESULTS.md")).read()
+    missing = [r for r in rows if r not in results]
+    assert not missing, f"README rows not in benchmarks/RESULTS.md: {missing}"
+    for image in ("benchmarks/pareto.png", "benchmarks/convergence.png"):
+        assert image in section and os.path.getsize(os.path.join(ROOT, image)) > 0

@@ -240,7 +240,7 @@ def test_callback_importance_is_never_nan(net, vectors, coupling, score):
     assert np.all(np.isfinite(values))
     sampler = tips.sampling.get_sampler("tips", net.config_space)
     sampler.update(importance)  # refuses non-finite importance
-    assert np.all((sampler.gate_probs >= 0.2 - 1e-12) & (sampler.gate_probs <= 0.8 + 1e-12))
+    assert np.all((sampler.gate_probs >= sampler.p_min - 1e-12) & (sampler.gate_probs <= sampler.p_max + 1e-12))
 
 
 @pytest.mark.parametrize(

@@ -214,8 +214,10 @@ class TIPSSampler(Sampler):
     Args:
         space: the supernet's `ConfigSpace`.
         paths_per_step: sub-networks per step (default 1).
-        p_min: on-probability of the least important gate (default 0.2).
-        p_max: on-probability of the most important gate (default 0.8).
+        p_min: on-probability of the least important gate (default 0.35).
+        p_max: on-probability of the most important gate (default 0.65). The defaults are the
+            best one-path rule of the sampler comparison (benchmarks/RESULTS.md); a sharper
+            0.05 / 0.95 or 0.2 / 0.8 lost accuracy there.
         smoothing: ``p <- smoothing * p_old + (1 - smoothing) * p_new`` at each update (0 = no
             memory), damping the feedback between what is sampled and what is important.
         include_largest: make the first path of every step the largest sub-network (teacher for
@@ -236,7 +238,7 @@ class TIPSSampler(Sampler):
     name = "tips"
     adaptive = True
 
-    def __init__(self, space, paths_per_step=1, p_min=0.2, p_max=0.8, smoothing=0.0, include_largest=False,
+    def __init__(self, space, paths_per_step=1, p_min=0.35, p_max=0.65, smoothing=0.0, include_largest=False,
                  include_smallest=False):
         super().__init__(space, paths_per_step)
         fixed = int(bool(include_largest)) + int(bool(include_smallest))
