@@ -77,6 +77,13 @@ class Sampler:
         exits = rng.choice(self.space.num_exits, size=n, p=self.exit_probs).astype(np.float32)
         return self.space.canonical_vectors(np.concatenate([bits, exits[:, None]], axis=1))
 
+    def _fixed_then_drawn(self, rng, largest, smallest):
+        """The largest and/or smallest path first (as asked), then draws for the rest of the step."""
+        fixed = ([self.space.largest().to_vector()] if largest else []) + (
+            [self.space.smallest().to_vector()] if smallest else [])
+        drawn = self._draw(rng, self.paths_per_step - len(fixed))
+        return np.concatenate([np.stack(fixed), drawn], axis=0) if fixed else drawn
+
     def sample(self, rng):
         """Draws the control vectors of one training step.
 
@@ -175,8 +182,7 @@ class SandwichSampler(Sampler):
         Returns:
             A float32 array (2 + n_random, G + 1).
         """
-        fixed = np.stack([self.space.largest().to_vector(), self.space.smallest().to_vector()])
-        return np.concatenate([fixed, self._draw(rng, self.n_random)], axis=0)
+        return self._fixed_then_drawn(rng, largest=True, smallest=True)
 
 
 class StochasticDepthSampler(Sampler):
@@ -270,10 +276,7 @@ class TIPSSampler(Sampler):
         Returns:
             A float32 array (paths_per_step, G + 1).
         """
-        fixed = ([self.space.largest().to_vector()] if self.include_largest else []) + (
-            [self.space.smallest().to_vector()] if self.include_smallest else [])
-        drawn = self._draw(rng, self.paths_per_step - len(fixed))
-        return np.concatenate([np.stack(fixed), drawn], axis=0) if fixed else drawn
+        return self._fixed_then_drawn(rng, self.include_largest, self.include_smallest)
 
     def update(self, importance):
         """Moves the gate probabilities towards ``p_min + (p_max - p_min) * importance``.

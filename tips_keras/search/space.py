@@ -45,7 +45,7 @@ def budget_to_flops(budget, full_flops, arg="budget"):
             f"Invalid value for argument `{arg}`. Expected a positive number: a fraction of the "
             f"full FLOPs if <= 1, else absolute FLOPs. Received: {arg}={budget!r}"
         )
-    if budget > 1 and budget >= 2**63:  # FLOPs are stored as int64 (NumPy) downstream
+    if budget >= 2**63:  # FLOPs are stored as int64 (NumPy) downstream
         raise ValueError(
             f"Invalid value for argument `{arg}`. Expected absolute FLOPs below 2**63 (int64). "
             f"Received: {arg}={budget!r}"
