@@ -3,12 +3,14 @@
 Commands (from the repository root):
 
     .venv/bin/python benchmarks/compare_samplers.py --quick --out /tmp/compare_quick  # smoke, ~3 min
-    .venv/bin/python benchmarks/compare_samplers.py --tips-variants                   # standard
+    .venv/bin/python benchmarks/compare_samplers.py                                   # baselines
+    .venv/bin/python benchmarks/compare_samplers.py --tips-variants --baseline-variants  # + variants
     .venv/bin/python benchmarks/compare_samplers.py --setting deep                    # -> benchmarks/deep
 
-Each full command is sized for about 80-90 minutes on an idle 2-core CPU (estimated from measured
-per-epoch CPU times; about twice that when other jobs share the cores). `--resume` continues an
-interrupted run.
+The baseline comparison (4 samplers + 3 separate networks, 3 seeds) takes about 60 minutes on an
+idle 2-core CPU; every 1-path TIPS variant adds about 7 minutes, every 4-path one about 19 (the
+per-run train and eval times are in results.json). `--resume` continues an interrupted run or adds
+variants / seeds to a finished one.
 
 What is measured. The same anytime ResNet supernet (`tips_keras.zoo.anytime_resnet`) is trained on
 Fashion-MNIST (fixed train/val/test split) with each sampler (`TIPSCallback(sampler=...)`) with
@@ -29,8 +31,10 @@ results). Sandwich trains 4 paths per step (largest + smallest + 2 random), the 
   in total (evaluation excluded). Equal wall time: each sampler's metric interpolated at the
   training time uniform needs for all epochs (no extra runs; k-path samplers are read off an
   earlier point of their curve);
-* `--tips-variants`: extra TIPS rules (p_min/p_max, smoothing, score, coupling, 2 paths +
-  distillation); per-gate importance and gate probabilities per epoch of every TIPS run.
+* `--tips-variants`: extra TIPS rules (p_min/p_max, smoothing, score, coupling, training signal in
+  the DTMC, 2 paths + distillation, TIPS inside the sandwich rule); per-gate importance and gate
+  probabilities per epoch of every TIPS run. `--baseline-variants`: baselines with options
+  (sandwich + distillation, the matched reference of TIPS inside the sandwich rule).
 
 Outputs in `--out`: RESULTS.md, results.json, pareto.png, convergence.png, importance.png.
 `--resume` skips (run, seed) pairs already in `--out`/results.json.

@@ -37,6 +37,26 @@ def test_tips_importance_reaches_the_sampling_probabilities(supernet, blobs):
     assert [h["sampled"] for h in callback.history] == [2, 2]
 
 
+def test_signal_weights_the_dtmc_with_the_measured_path_losses(supernet, blobs, monkeypatch):
+    x, y = blobs[0][:96], blobs[1][:96]
+    callback = tips.TIPSCallback(sampler="tips", signal="loss", paths_per_step=2, seed=3)
+    seen, recorded = [], []
+    original, read = callback.compute_importance, supernet.get_path_signals
+    monkeypatch.setattr(callback, "compute_importance",
+                        lambda vectors, weights=None: seen.append(weights) or original(vectors, weights))
+    monkeypatch.setattr(supernet, "get_path_signals", lambda: recorded.append(read()) or recorded[-1])
+    supernet.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    losses = np.concatenate(callback._signals)
+    assert losses.shape == (6,) and np.all(np.isfinite(losses)) and np.all(losses > 0)
+    # Each step's per-path losses are what the model recorded in that step (loss, grad norm).
+    assert len(recorded) == 3 and all(r.shape == (2, 2) and np.all(r > 0) for r in recorded)
+    np.testing.assert_allclose(losses, np.concatenate([r[:, 0] for r in recorded]))
+    vectors = np.concatenate(callback._records)
+    expected = tips.signals.exit_normalized_weights(vectors, losses)
+    np.testing.assert_allclose(seen[0], expected)
+    assert not np.allclose(seen[0], 1.0)
+
+
 def test_sampler_state_is_restored_from_the_weights(tmp_path, supernet, blobs):
     first = tips.TIPSCallback(sampler="tips", p_min=0.0, p_max=1.0)
     supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[first], verbose=0)
@@ -103,6 +123,7 @@ def test_empty_epoch_is_refused(supernet):
         (dict(sampler="greedy"), "`sampler`"),
         (dict(coupling=-1.0), "`coupling`"),
         (dict(score="max"), "`score`"),
+        (dict(signal="accuracy"), "`signal`"),
         (dict(distillation=2.0), "`distillation`"),
         (dict(sampler="uniform", distillation=0.5), "`distillation`"),
         (dict(sampler="tips", distillation=0.5), "`paths_per_step`"),

@@ -81,6 +81,44 @@ def test_tas_from_configs_matches_hyper_route(lam, seed):
                                atol=1e-10)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_weighted_tas_matches_the_weighted_hyper_adjacency(seed):
+    # Scaling copy k's block by w_k keeps H symmetric: the closed form must still be exact.
+    rng = np.random.default_rng(seed)
+    active = prune_to_paths(CHAIN_V, CHAIN_EDGES, rng.random((4, len(CHAIN_EDGES))) < 0.7, SOURCE, SINK)
+    weights = rng.uniform(0.2, 3.0, 4)
+    fast = tas_from_configs(CHAIN_V, CHAIN_EDGES, active, SOURCE, SINK, lam=0.5, weights=weights)
+    scaled = weights / weights.mean()  # only ratios matter
+    H = hyper_adjacency([w * a for w, a in zip(scaled, chain_adjs(active))], lam=0.5)
+    for method in ("closed_form", "iterative"):
+        slow = tas(stationary_distribution(H, method=method), 4, CHAIN_V)
+        np.testing.assert_allclose(fast, slow, atol=1e-9)
+    plain = tas_from_configs(CHAIN_V, CHAIN_EDGES, active, SOURCE, SINK, lam=0.5)
+    np.testing.assert_allclose(
+        tas_from_configs(CHAIN_V, CHAIN_EDGES, active, SOURCE, SINK, lam=0.5, weights=[7.0] * 4), plain
+    )
+    assert not np.allclose(fast, plain)
+
+
+def test_weights_shift_importance_towards_the_heavier_configuration():
+    # Two sub-networks of the 3-block chain, each dropping a different block: the one weighted
+    # up keeps its blocks' nodes busier, so the block it drops loses importance.
+    active = chain_active((0, 1, 1), (1, 1, 0))
+    imp_a, _ = importance_from_configs(CHAIN_V, CHAIN_EDGES, CHAIN_GATE, 3, active, SOURCE, SINK,
+                                       weights=[4.0, 1.0])
+    imp_b, _ = importance_from_configs(CHAIN_V, CHAIN_EDGES, CHAIN_GATE, 3, active, SOURCE, SINK,
+                                       weights=[1.0, 4.0])
+    assert imp_a[2] > imp_a[0] and imp_b[0] > imp_b[2]
+
+
+@pytest.mark.parametrize("weights", [[1.0], [1.0, 0.0], [1.0, np.nan], [1.0, -2.0]])
+def test_bad_weights_are_refused(weights):
+    with pytest.raises(ValueError, match="`weights`") as info:
+        tas_from_configs(CHAIN_V, CHAIN_EDGES, chain_active((1, 1, 1), (1, 0, 1)), SOURCE, SINK,
+                         weights=weights)
+    assert "Received" in str(info.value)
+
+
 def test_tas_from_configs_single_config_and_parallel_edges():
     edges = [[0, 1], [0, 1], [1, 2]]
     out = tas_from_configs(3, edges, [[True, True, True]], 0, 2)

@@ -25,6 +25,7 @@ from tips_keras import io
 from tips_keras import qat
 from tips_keras import plots
 from tips_keras import sampling
+from tips_keras import signals
 from tips_keras import search
 from tips_keras import zoo
 from tips_keras.batchnorm import recalibrate_batchnorm

@@ -3,7 +3,9 @@
 Per training step the callback draws the step's sub-networks from the sampler with a generator
 seeded by ``(seed, epoch, batch)``, records them and hands them to the model (a variable assign:
 no re-trace). At each epoch end it builds the DTMC of the sub-networks sampled in the epoch,
-computes TAS per node and the per-gate importance (`tips_keras.dtmc`), updates the sampler, and
+computes TAS per node and the per-gate importance (`tips_keras.dtmc`; with ``signal``, each
+sampled sub-network weighted by the loss or gradient norm it produced, `tips_keras.signals`),
+updates the sampler, and
 writes importance and sampling probabilities into the model's `SubnetController` variables, so a
 checkpoint (``BackupAndRestore``) resumes with the same distribution. Importance also goes into
 the epoch logs (``importance/<gate>``), so ``History`` and ``TensorBoard`` see it.
@@ -29,6 +31,7 @@ import numpy as np
 
 from tips_keras import dtmc
 from tips_keras import sampling
+from tips_keras import signals as signals_lib
 from tips_keras.batchnorm import recalibrate_batchnorm
 from tips_keras.model import AnytimeModel
 
@@ -49,6 +52,9 @@ class TIPSCallback(keras.callbacks.Callback):
         seed: seed of the path draws; the draw of step (epoch, batch) depends only on these.
         coupling: the DTMC coupling λ >= 0 between copies of a node in different sub-networks.
         score: ``"log"`` (TPS = product of TAS, in log space) or ``"sum"`` (sum of TAS).
+        signal: ``None`` (default: the DTMC sees topology only), ``"loss"`` or ``"grad_norm"``:
+            weight each sampled sub-network in the DTMC by the loss / gradient norm it had in its
+            step, relative to the other paths that took the same exit (`tips_keras.signals`).
         eval_config: configuration evaluated during validation and left active after training
             (``"largest"`` by default; any form accepted by `ConfigSpace.resolve`).
         terminate_on_nan: stop training when the loss becomes NaN/Inf, naming the sub-network.
@@ -84,6 +90,7 @@ class TIPSCallback(keras.callbacks.Callback):
         seed=0,
         coupling=1.0,
         score="log",
+        signal=None,
         eval_config="largest",
         terminate_on_nan=True,
         recalibration_data=None,
@@ -129,6 +136,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.seed = int(seed)
         self.coupling = float(coupling)
         self.score = score
+        self.signal = signals_lib.check_signal(signal)
         self.eval_config = eval_config
         self.terminate_on_nan = terminate_on_nan
         self.sampler_options = sampler_options
@@ -139,6 +147,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.nan_config = None
         self._epoch = 0
         self._records = []
+        self._signals = []
         self._epoch_started = False
 
     # -- set-up -------------------------------------------------------------------------------
@@ -202,6 +211,7 @@ class TIPSCallback(keras.callbacks.Callback):
         """
         self._epoch = epoch
         self._records = []
+        self._signals = []  # per step: (paths,) signal, nan where not observed
         self._epoch_started = False
 
     def _load_state(self):
@@ -262,19 +272,24 @@ class TIPSCallback(keras.callbacks.Callback):
             stride = max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
             for skipped in range(0, int(batch), stride):
                 self._records.append(self.step_paths(self._epoch, skipped))
+                self._signals.append(np.full(len(self._records[-1]), np.nan))
         paths = self.step_paths(self._epoch, batch)
         self._records.append(paths)
+        self._signals.append(np.full(len(paths), np.nan))
         self.model.set_step_paths(paths)
 
     def on_train_batch_end(self, batch, logs=None):
-        """With ``terminate_on_nan``, stops training at a NaN / inf loss, naming the sub-networks.
+        """Records the step's per-path signal (with ``signal``); stops training at a NaN / inf loss.
 
-        The step's configurations go to ``nan_config``, a ``RuntimeWarning`` and stdout.
+        With ``terminate_on_nan`` the step's configurations go to ``nan_config``, a
+        ``RuntimeWarning`` and stdout.
 
         Args:
             batch: the batch index.
             logs: the batch logs (``"loss"`` is read).
         """
+        if self.signal is not None and self._signals:
+            self._signals[-1] = signals_lib.signal_column(self.model.get_path_signals(), self.signal)
         loss = (logs or {}).get("loss")
         if self.terminate_on_nan and loss is not None and not np.isfinite(float(loss)):
             space = self.model.config_space
@@ -313,7 +328,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self._activate_eval_config()
 
     # -- per epoch ----------------------------------------------------------------------------
-    def compute_importance(self, vectors):
+    def compute_importance(self, vectors, weights=None):
         """TIPS importance per gate and TAS per node for sampled control vectors.
 
         Builds the DTMC of the sampled sub-networks with the callback's ``coupling`` and ``score``
@@ -321,6 +336,7 @@ class TIPSCallback(keras.callbacks.Callback):
 
         Args:
             vectors: array (T, G + 1) of sampled control vectors, T >= 1.
+            weights: optional (T,) positive weights of the sub-networks in the DTMC.
 
         Returns:
             ``(importance, tas)``: arrays (G,) in [0, 1] and (V,) summing to 1.
@@ -348,6 +364,7 @@ class TIPSCallback(keras.callbacks.Callback):
             topo.sink,
             lam=self.coupling,
             mode=self.score,
+            weights=weights,
         )
 
     def on_epoch_end(self, epoch, logs=None):
@@ -363,7 +380,10 @@ class TIPSCallback(keras.callbacks.Callback):
             ValueError: no step ran in the epoch.
         """
         vectors = np.concatenate(self._records, axis=0) if self._records else np.zeros((0, 0))
-        importance, _ = self.compute_importance(vectors)
+        weights = None
+        if self.signal is not None and len(vectors):
+            weights = signals_lib.exit_normalized_weights(vectors, np.concatenate(self._signals))
+        importance, _ = self.compute_importance(vectors, weights)
         self.sampler.update(importance)
         controller = self.model.controller
         controller.importance.assign(importance.astype(np.float32))

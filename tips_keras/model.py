@@ -8,7 +8,9 @@ one, so ``.keras`` files round-trip with the standard machinery):
   step, accumulating their gradients, with optional in-place distillation of the largest path's
   soft output into the others. It is used only once `configure_paths` was called (the TIPS
   callback does this); otherwise the standard Keras step runs;
-* a `paths` variable the callback fills with the paths of the next step.
+* a `paths` variable the callback fills with the paths of the next step, and a `path_signals`
+  variable in which each step leaves, per path, its loss and the global norm of its gradients
+  (the training signal that `TIPSCallback(signal=...)` feeds into the DTMC).
 """
 
 import keras
@@ -21,8 +23,9 @@ from tips_keras import topology as topology_lib
 class _PathState:
     """Holds per-step path data outside Keras' weight tracking (not saved in checkpoints)."""
 
-    def __init__(self, variable, paths_per_step, distillation):
+    def __init__(self, variable, signals, paths_per_step, distillation):
         self.variable = variable
+        self.signals = signals  # (paths_per_step, 2): loss, gradient global norm of each path
         self.paths_per_step = paths_per_step
         self.distillation = distillation
 
@@ -199,9 +202,17 @@ class AnytimeModel(keras.Model):
                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
                     name="tips_paths",
                 )
+                signals = tf.Variable(
+                    tf.zeros((paths_per_step, 2)),
+                    trainable=False,
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                    name="tips_path_signals",
+                )
         else:
-            variable = state.variable
-        object.__setattr__(self, "_tips_paths", _PathState(variable, paths_per_step, float(distillation)))
+            variable, signals = state.variable, state.signals
+        object.__setattr__(
+            self, "_tips_paths", _PathState(variable, signals, paths_per_step, float(distillation))
+        )
         self.train_function = None
         self.make_train_function(force=True)
 
@@ -230,13 +241,28 @@ class AnytimeModel(keras.Model):
         """
         self._tips_paths.variable.assign(np.asarray(vectors, dtype=np.float32))
 
+    def get_path_signals(self):
+        """Per-path training signal of the latest multi-path step.
+
+        Returns:
+            A numpy array (paths_per_step, 2): column 0 the path's loss (distilled loss for the
+            paths after the teacher), column 1 the global norm of its gradients. ``None`` before
+            `configure_paths`.
+
+        Example:
+            >>> loss, grad_norm = model.get_path_signals()[0]  # doctest: +SKIP
+        """
+        state = getattr(self, "_tips_paths", None)
+        return None if state is None else keras.ops.convert_to_numpy(state.signals)
+
     def train_step(self, data):
         """One optimizer step: multi-path after `configure_paths`, else Keras' standard step.
 
         Multi-path: each control vector of `set_step_paths` is activated in turn, its loss computed
         (distilled from the first path's output when ``distillation > 0``) and its gradients
         accumulated; one update applies their mean. The loss tracker gets the mean loss, the metrics
-        the first path's predictions; the last path stays active.
+        the first path's predictions; the last path stays active. Each path's loss and gradient
+        norm go to `get_path_signals`.
 
         Args:
             data: a batch ``(x, y)`` or ``(x, y, sample_weight)``.
@@ -254,6 +280,7 @@ class AnytimeModel(keras.Model):
         teacher, first_pred, total_loss = None, None, 0.0
         kl = keras.losses.KLDivergence(reduction="sum_over_batch_size")
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        signals = []
         for i in range(state.paths_per_step):
             active.assign(state.variable[i])
             with tf.GradientTape() as tape:
@@ -272,11 +299,16 @@ class AnytimeModel(keras.Model):
             # only the taken branch of a gate's `cond` runs); `UnconnectedGradients.ZERO` fails
             # there on Keras variables, so add nothing for them instead.
             accumulated = [a if g is None else a + g for a, g in zip(accumulated, grads)]
+            signals.append(
+                tf.stack([tf.cast(loss, tf.float32),
+                          tf.cast(tf.linalg.global_norm([g for g in grads if g is not None]), tf.float32)])
+            )
             if i == 0:
                 first_pred = y_pred
                 if state.distillation > 0:
                     teacher = tf.stop_gradient(y_pred)
         k = float(state.paths_per_step)
+        state.signals.assign(tf.stack(signals))
         self._loss_tracker.update_state(
             keras.src.losses.loss.unscale_loss_for_distribution(total_loss / k),
             sample_weight=batch,

@@ -139,6 +139,19 @@ def _check_vector(name, values, length, length_desc):
     return arr
 
 
+def _check_weights(weights, num_configs):
+    """Per-configuration weights: ``None`` (all 1) or ``(T,)`` positive finite, rescaled to mean 1."""
+    if weights is None:
+        return np.ones(num_configs)
+    arr = _check_vector("weights", weights, num_configs, "T")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(
+            "Invalid value for argument `weights`. Expected positive finite weights, one per "
+            f"configuration. Received: weights with min {np.min(arr)!r} and max {np.max(arr)!r}"
+        )
+    return arr / arr.mean()
+
+
 def _check_tas_values(tas_values, num_nodes=None):
     arr = np.asarray(tas_values, dtype=np.float64)
     if arr.ndim != 1 or (num_nodes is not None and arr.shape[0] != num_nodes):

@@ -12,6 +12,7 @@ from tips_keras.dtmc._checks import _check_mode
 from tips_keras.dtmc._checks import _check_num_nodes
 from tips_keras.dtmc._checks import _check_tas_values
 from tips_keras.dtmc._checks import _check_vector
+from tips_keras.dtmc._checks import _check_weights
 from tips_keras.dtmc._checks import _is_int
 from tips_keras.dtmc.graph import _edge_orders
 from tips_keras.dtmc.graph import prune_to_paths
@@ -81,15 +82,20 @@ def _config_degrees(num_nodes, edges, active, source, sink):
     return deg
 
 
-def tas_from_configs(num_nodes, edges, active, source, sink, lam=1.0, prune=True):
+def tas_from_configs(num_nodes, edges, active, source, sink, lam=1.0, prune=True, weights=None):
     """TAS of ``T`` configurations by the closed form, without building ``H``.
 
-    ``d(k, v) = deg_{A_k}(v) + lam * (T - 1)`` (the self-loop of the source and
-    the sink counts 1, as in :func:`adjacency`) and
+    ``d(k, v) = w_k * deg_{A_k}(v) + lam * (T - 1)`` (the self-loop of the source
+    and the sink counts 1, as in :func:`adjacency`) and
     ``TAS(v) = sum_k d(k, v) / sum_{k, v} d(k, v)``. Equal to
-    ``tas(stationary_distribution(hyper_adjacency([...], lam)), T, V)``. Cost
-    ``O(T * E)``. Nodes used by no configuration get
+    ``tas(stationary_distribution(hyper_adjacency([w_1 A_1, ...], lam)), T, V)``:
+    scaling a copy's block keeps ``H`` symmetric, so the closed form still holds.
+    Cost ``O(T * E)``. Nodes used by no configuration get
     ``lam * (T - 1) / sum(d)`` (0 when ``T == 1`` or ``lam == 0``).
+
+    Weights say how much each visited sub-network counts (for example its
+    training loss, see `tips_keras.importance`); they are rescaled to mean 1, so
+    only their ratios matter and all-equal weights give the unweighted chain.
 
     Args:
         num_nodes: number of nodes ``V``.
@@ -100,13 +106,15 @@ def tas_from_configs(num_nodes, edges, active, source, sink, lam=1.0, prune=True
         lam: non-negative coupling weight.
         prune: first drop edges on no active source->sink path
             (:func:`prune_to_paths`).
+        weights: ``None`` (all 1) or ``(T,)`` positive weights of the copies.
 
     Returns:
         ``np.ndarray`` of shape ``(V,)`` summing to 1.
 
     Raises:
         ValueError: ``lam < 0``, ``active`` with 0 configurations or not of shape
-            ``(T, E)``, node indices out of range, a cycle.
+            ``(T, E)``, node indices out of range, a cycle, weights of the wrong
+            length or not positive and finite.
 
     Example:
         >>> tas_from_configs(3, [[0, 1], [1, 2]], [[True, True]], 0, 2).tolist()
@@ -120,8 +128,9 @@ def tas_from_configs(num_nodes, edges, active, source, sink, lam=1.0, prune=True
     else:
         topological_order(num_nodes, edges)  # same cycle check either way
     num_configs = act.shape[0]
+    w = _check_weights(weights, num_configs)
     deg = _config_degrees(num_nodes, edges, act, source, sink)
-    per_node = deg.sum(axis=0) + lam * (num_configs - 1) * num_configs
+    per_node = w @ deg + lam * (num_configs - 1) * num_configs
     return per_node / per_node.sum()
 
 
@@ -318,7 +327,7 @@ def gate_importance(edge_scores, edge_gate, num_gates):
 
 
 def importance_from_configs(
-    num_nodes, edges, edge_gate, num_gates, active, source, sink, lam=1.0, mode="log"
+    num_nodes, edges, edge_gate, num_gates, active, source, sink, lam=1.0, mode="log", weights=None
 ):
     """Per-gate importance from the configurations sampled in an epoch.
 
@@ -336,6 +345,8 @@ def importance_from_configs(
         sink: index of the output node.
         lam: non-negative coupling weight.
         mode: ``"log"`` or ``"sum"`` path scoring.
+        weights: ``None`` or ``(T,)`` positive weights of the configurations
+            (:func:`tas_from_configs`).
 
     Returns:
         ``(importance, tas_values)``: ``(G,)`` in ``[0, 1]`` and ``(V,)`` summing
@@ -356,6 +367,8 @@ def importance_from_configs(
     num_nodes, edges, source, sink = _check_graph(num_nodes, edges, source, sink)
     act = _check_active(active, len(edges), allow_empty=False)
     pruned = prune_to_paths(num_nodes, edges, act, source, sink)
-    tas_values = tas_from_configs(num_nodes, edges, pruned, source, sink, lam=lam, prune=False)
+    tas_values = tas_from_configs(
+        num_nodes, edges, pruned, source, sink, lam=lam, prune=False, weights=weights
+    )
     scores = best_path_score_per_edge(num_nodes, edges, tas_values, source, sink, mode=mode)
     return gate_importance(scores, edge_gate, num_gates), tas_values

@@ -1,0 +1,101 @@
+"""Training signals as DTMC weights: how much each sampled sub-network counts. Pure numpy.
+
+The topological DTMC (`tips_keras.dtmc`) sees only which sub-networks were sampled, never how
+training went: on a fixed supernet and a fixed sampling rule its importance settles on a
+structural fixed point (benchmarks/RESULTS.md). ``TIPSCallback(signal=...)`` adds what training
+measured: each step records, per path, its loss and the global norm of its gradients
+(`AnytimeModel.get_path_signals`), and the epoch's copy of that sub-network in the hyper-adjacency
+is weighted by it (``w_k * A_k``, `tips_keras.dtmc.tas_from_configs`). A random walk then spends
+more time on the sub-networks that produced more loss or more gradient; the TAS of their nodes, and
+so the importance of their gates, rises. This is the paper's "important paths carry the gradient"
+measured instead of inferred from topology.
+
+Why per exit: a path that leaves at an early exit has a much higher loss than one that reaches
+the last exit, whatever its gates; the DTMC already models exits through topology, so the signal
+is divided by the mean signal of the paths that took the same exit in the epoch. What remains is
+"this choice of gates did better or worse than the other draws that left at the same exit".
+"""
+
+import numpy as np
+
+SIGNALS = ("loss", "grad_norm")
+_COLUMN = {"loss": 0, "grad_norm": 1}
+_FLOOR = 1e-3  # weights are kept >= this after normalisation (the DTMC needs them positive)
+
+
+def check_signal(signal):
+    """Validates a ``signal`` argument.
+
+    Args:
+        signal: ``None`` (topology only) or one of ``SIGNALS``.
+
+    Returns:
+        The signal.
+
+    Raises:
+        ValueError: anything else.
+
+    Example:
+        >>> check_signal("loss")
+        'loss'
+    """
+    if signal is not None and signal not in SIGNALS:
+        raise ValueError(
+            f"Invalid value for argument `signal`. Expected None or one of {SIGNALS}. "
+            f"Received: signal={signal!r}"
+        )
+    return signal
+
+
+def signal_column(signals, signal):
+    """Picks one signal out of the ``(paths, 2)`` array of `AnytimeModel.get_path_signals`.
+
+    Args:
+        signals: array (paths, 2) of ``[loss, grad_norm]`` per path.
+        signal: one of ``SIGNALS``.
+
+    Returns:
+        A float array (paths,).
+
+    Example:
+        >>> signal_column(np.array([[2.0, 5.0], [1.0, 3.0]]), "grad_norm").tolist()
+        [5.0, 3.0]
+    """
+    return np.asarray(signals, dtype=float)[:, _COLUMN[check_signal(signal)]]
+
+
+def exit_normalized_weights(vectors, values):
+    """Per-sub-network DTMC weights: each signal divided by the mean of its exit's signals.
+
+    Args:
+        vectors: array (T, G + 1) of the epoch's control vectors (the exit is the last column).
+        values: array (T,) of their signals; ``nan`` where none was recorded (steps skipped by a
+            resume, or not observed with ``steps_per_execution > 1``). Those get weight 1, as do
+            all paths of an exit without a finite positive signal.
+
+    Returns:
+        A float array (T,) of positive weights (1 = an average draw for its exit).
+
+    Raises:
+        ValueError: shapes that do not match.
+
+    Example:
+        >>> vectors = np.array([[1, 0], [0, 0], [1, 1]], dtype=float)  # 1 gate; exits 0, 0, 1
+        >>> exit_normalized_weights(vectors, np.array([3.0, 1.0, 0.5])).tolist()
+        [1.5, 0.5, 1.0]
+    """
+    vectors = np.asarray(vectors, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if vectors.ndim != 2 or values.shape != (len(vectors),):
+        raise ValueError(
+            "Invalid values for arguments `vectors` and `values`. Expected (T, G + 1) control "
+            f"vectors and (T,) signals. Received: shapes {vectors.shape} and {values.shape}"
+        )
+    weights = np.ones(len(values))
+    usable = np.isfinite(values) & (values > 0)
+    exits = vectors[:, -1]
+    for e in np.unique(exits):
+        mine = (exits == e) & usable
+        if mine.any():
+            weights[mine] = values[mine] / values[mine].mean()
+    return np.maximum(weights, _FLOOR)
