@@ -76,6 +76,9 @@ TIPS_VARIANTS = {
     # loss / gradient norm relative to the other draws of the same exit.
     "signal-loss": {"signal": "loss"},
     "signal-grad": {"signal": "grad_norm"},
+    # One path per step, the largest sub-network on a quarter of the steps: tests at equal
+    # compute the analysis's finding that training the largest path is what decides accuracy.
+    "largest0.25": {"largest_prob": 0.25},
     # TIPS inside the authors' training loop: the sandwich rule (largest + smallest + 2 paths)
     # with in-place distillation, the 2 middle paths drawn by importance instead of uniformly.
     "k4-sandwich-distill": {"paths_per_step": 4, "include_largest": True, "include_smallest": True,
@@ -84,13 +87,17 @@ TIPS_VARIANTS = {
 # Baselines with options (--baseline-variants): name -> (sampler, TIPSCallback options).
 BASELINE_VARIANTS = {
     "sandwich[distill]": ("sandwich", {"distillation": 0.5}),
+    # Uniform sampling with the largest path on a quarter of the steps (the TIPS sampler with a
+    # flat P(on) = 0.5 is the uniform sampler plus the option).
+    "uniform[largest0.25]": ("tips", {"p_min": 0.5, "p_max": 0.5, "largest_prob": 0.25}),
 }
 # The baseline that isolates each variant's sampling rule: same paths per step, same distillation.
 MATCHED_BASELINE = {
     "tips[k4-sandwich-distill]": "sandwich[distill]",
+    "tips[largest0.25]": "uniform[largest0.25]",
 }
 DEFAULT_VARIANTS = ("p05-95", "p20-80", "score-sum", "k2-distill", "signal-loss", "signal-grad",
-                    "k4-sandwich-distill")
+                    "largest0.25", "k4-sandwich-distill")
 
 
 class FixedSampler(sampling.Sampler):

@@ -175,6 +175,12 @@ def main(argv=None):
     print(f"[compare] done in {time.perf_counter() - start:.0f} s; outputs in {args.out}")
 
 
+def run_seconds(records):
+    """Training + evaluation seconds of the stored runs (resumed ones included)."""
+    return sum(sum(e["train_time"] + e.get("eval_time", 0.0) for e in r["epochs"]) + r.get("eval_time", 0.0)
+               for r in records)
+
+
 def build_meta(args, argv, setting, space, full_flops, configs, records, start, load_start):
     s = setting
     tips_names = list(dict.fromkeys(r["name"] for r in records if r["name"].startswith("tips")))
@@ -197,8 +203,10 @@ def build_meta(args, argv, setting, space, full_flops, configs, records, start, 
                               f"{'/'.join(f'{l:.0%}' for l in lib.METRIC_LEVELS)} configurations",
         "front": f"method {args.front}, oracle {args.search_oracle}, {s.trials} trials, validation "
                  f"{s.search_val} images, budgets {', '.join(f'{b:.0%}' for b in lib.BUDGETS)}",
-        "machine": f"{os.cpu_count()} CPU cores, load average at start {load_start:.1f}; whole "
-                   f"benchmark {time.perf_counter() - start:.0f} s",
+        "machine": f"{os.cpu_count()} CPU cores, load average at start {load_start:.1f}; this "
+                   f"invocation {time.perf_counter() - start:.0f} s; all {len(records)} runs (with "
+                   f"--resume, over several invocations) {run_seconds(records) / 60:.0f} min of "
+                   f"training + evaluation",
     }
     notes = [
         "Std is over seeds (ddof 0); TIPS vs uniform differences are paired by seed.",

@@ -94,6 +94,17 @@ def test_configure_paths_refuses_bad_values(supernet):
         supernet.configure_paths(paths_per_step=2, distillation=1.5)
 
 
+def test_set_step_paths_needs_configure_paths_and_the_right_shape(supernet):
+    largest = supernet.config_space.largest().to_vector()
+    with pytest.raises(ValueError, match="before configure_paths"):
+        supernet.set_step_paths([largest])
+    supernet.configure_paths(paths_per_step=2)
+    with pytest.raises(ValueError, match=r"`vectors`.*Received: shape \(1, 5\)"):
+        supernet.set_step_paths([largest])
+    supernet.set_step_paths([largest, largest])
+    assert supernet.get_path_signals().shape == (2, 2)
+
+
 def test_set_config_and_get_active_config(supernet):
     resolved = supernet.set_config({"exit": 1, "gates": {"stage0_block1": 1}})
     assert resolved == tips.Configuration(1, (0, 1, 0, 0))

@@ -66,6 +66,23 @@ def test_tips_include_largest():
     assert paths.shape == (3, 7)
 
 
+def test_tips_largest_prob_replaces_that_share_of_the_drawn_paths():
+    largest = SPACE.largest().to_vector()
+    sampler = sampling.get_sampler("tips", SPACE, largest_prob=0.25)
+    paths = _many(sampler, n=4000)
+    share = np.mean(np.all(paths == largest, axis=1))
+    # 0.25 replaced + the drawn paths that happen to be the largest (0.5**6 / 3 of the rest).
+    assert abs(share - (0.25 + 0.75 * 0.5**6 / 3)) < 0.025
+    # Off by default, and then the draws are those of a sampler without the option.
+    plain, zero = sampling.get_sampler("tips", SPACE), sampling.get_sampler("tips", SPACE, largest_prob=0.0)
+    np.testing.assert_array_equal(_many(plain, n=50), _many(zero, n=50))
+    # Fixed paths stay in place: only the drawn ones are replaced.
+    mixed = sampling.get_sampler("tips", SPACE, paths_per_step=2, include_smallest=True, largest_prob=1.0)
+    out = mixed.sample(np.random.default_rng(0))
+    np.testing.assert_array_equal(out[0], SPACE.smallest().to_vector())
+    np.testing.assert_array_equal(out[1], largest)
+
+
 def test_tips_sandwich_draws_the_middle_paths_by_importance():
     sampler = sampling.get_sampler("tips", SPACE, paths_per_step=4, include_largest=True,
                                    include_smallest=True, p_min=0.0, p_max=1.0)
@@ -88,6 +105,7 @@ def test_tips_sandwich_draws_the_middle_paths_by_importance():
         (dict(name="random"), "sampler"),
         (dict(name="tips", p_min=0.9, p_max=0.1), "p_min <= p_max"),
         (dict(name="tips", p_min=1.5), "p_min"),
+        (dict(name="tips", largest_prob=-0.1), "largest_prob"),
         (dict(name="uniform", paths_per_step=0), "paths_per_step"),
         (dict(name="sandwich", paths_per_step=1), "paths_per_step"),
         (dict(name="stochastic_depth", final_survival=2.0), "final_survival"),

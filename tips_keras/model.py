@@ -236,10 +236,26 @@ class AnytimeModel(keras.Model):
         Args:
             vectors: array-like (paths_per_step, G + 1) of control vectors.
 
+        Raises:
+            ValueError: called before `configure_paths`, or vectors of the wrong shape.
+
         Example:
             >>> model.set_step_paths([model.config_space.largest().to_vector()])  # doctest: +SKIP
         """
-        self._tips_paths.variable.assign(np.asarray(vectors, dtype=np.float32))
+        state = getattr(self, "_tips_paths", None)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if state is None:
+            raise ValueError(
+                "Invalid call: set_step_paths needs multi-path training, set up by "
+                "configure_paths(paths_per_step) (TIPSCallback does it in on_train_begin). "
+                f"Received: vectors of shape {vectors.shape} before configure_paths"
+            )
+        if vectors.shape != tuple(state.variable.shape):
+            raise ValueError(
+                "Invalid value for argument `vectors`. Expected control vectors of shape "
+                f"{tuple(state.variable.shape)} (paths_per_step, G + 1). Received: shape {vectors.shape}"
+            )
+        state.variable.assign(vectors)
 
     def get_path_signals(self):
         """Per-path training signal of the latest multi-path step.

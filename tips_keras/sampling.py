@@ -230,6 +230,9 @@ class TIPSSampler(Sampler):
             in-place distillation).
         include_smallest: make the smallest sub-network a path of every step (after the largest
             when both are set).
+        largest_prob: probability that a drawn path is replaced by the largest sub-network
+            (default 0): trains the full network on a share of the steps without a second pass
+            per step, the one-path counterpart of ``include_largest``.
 
     Raises:
         ValueError: a probability outside [0, 1], ``p_min > p_max``, or ``paths_per_step`` too
@@ -245,7 +248,7 @@ class TIPSSampler(Sampler):
     adaptive = True
 
     def __init__(self, space, paths_per_step=1, p_min=0.35, p_max=0.65, smoothing=0.0, include_largest=False,
-                 include_smallest=False):
+                 include_smallest=False, largest_prob=0.0):
         super().__init__(space, paths_per_step)
         fixed = int(bool(include_largest)) + int(bool(include_smallest))
         if self.paths_per_step < fixed + 1:
@@ -257,6 +260,7 @@ class TIPSSampler(Sampler):
         _check_prob("p_min", p_min)
         _check_prob("p_max", p_max)
         _check_prob("smoothing", smoothing)
+        _check_prob("largest_prob", largest_prob)
         if p_min > p_max:
             raise ValueError(
                 "Invalid values for arguments `p_min` and `p_max`. Expected p_min <= p_max. "
@@ -265,6 +269,7 @@ class TIPSSampler(Sampler):
         self.p_min, self.p_max, self.smoothing = float(p_min), float(p_max), float(smoothing)
         self.include_largest = bool(include_largest)
         self.include_smallest = bool(include_smallest)
+        self.largest_prob = float(largest_prob)
 
     def sample(self, rng):
         """Draws one step's paths: the largest sub-network first when ``include_largest``, then the
@@ -276,7 +281,12 @@ class TIPSSampler(Sampler):
         Returns:
             A float32 array (paths_per_step, G + 1).
         """
-        return self._fixed_then_drawn(rng, self.include_largest, self.include_smallest)
+        paths = self._fixed_then_drawn(rng, self.include_largest, self.include_smallest)
+        if self.largest_prob > 0:  # no extra draw otherwise: runs without it replay exactly
+            fixed = int(self.include_largest) + int(self.include_smallest)
+            replace = rng.random(len(paths) - fixed) < self.largest_prob
+            paths[fixed:][replace] = self.space.largest().to_vector()
+        return paths
 
     def update(self, importance):
         """Moves the gate probabilities towards ``p_min + (p_max - p_min) * importance``.
