@@ -95,14 +95,31 @@ def test_regenerating_results_keeps_the_hand_written_analysis_flagged(tmp_path):
 
 
 def test_readme_results_are_copied_from_the_committed_benchmark():
-    """The README's results table rows appear verbatim in benchmarks/RESULTS.md (no figure typed
-    by hand), and the plots it shows exist."""
+    """The README's results table rows appear verbatim in benchmarks/RESULTS.md or, for the deep
+    setting, benchmarks/deep/RESULTS.md (no figure typed by hand), and the plots it shows exist."""
     readme = open(os.path.join(ROOT, "README.md")).read()
     section = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
     rows = [l for l in section.splitlines() if l.startswith("| ") and not l.startswith("|---")]
     assert len(rows) >= 5, "README ## Results has no table"
-    results = open(os.path.join(ROOT, "benchmarks", "RESULTS.md")).read()
+    results = ""
+    for parts in (("RESULTS.md",), ("deep", "RESULTS.md")):
+        path = os.path.join(ROOT, "benchmarks", *parts)
+        if os.path.exists(path):
+            results += open(path).read()
     missing = [r for r in rows if r not in results]
-    assert not missing, f"README rows not in benchmarks/RESULTS.md: {missing}"
+    assert not missing, f"README rows not in benchmarks/RESULTS.md or benchmarks/deep/RESULTS.md: {missing}"
     for image in ("benchmarks/pareto.png", "benchmarks/convergence.png"):
         assert image in section and os.path.getsize(os.path.join(ROOT, image)) > 0
+
+
+def test_importance_probe_prints_its_table(capsys):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import importance_probe
+    finally:
+        sys.path.pop(0)
+    importance_probe.main(steps=8, couplings=(1.0,))
+    out = capsys.readouterr().out
+    assert "T = 8 sampled sub-networks" in out
+    row = [l for l in out.splitlines() if l.startswith("| 1.0 |")]
+    assert len(row) == 1 and row[0].count("|") == 7
