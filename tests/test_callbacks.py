@@ -57,6 +57,12 @@ def test_signal_weights_the_dtmc_with_the_measured_path_losses(supernet, blobs, 
     assert not np.allclose(seen[0], 1.0)
 
 
+def test_no_signal_records_nothing(supernet, blobs):
+    callback = tips.TIPSCallback(sampler="tips", paths_per_step=2, seed=3)
+    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    assert callback._signals == [] and len(callback._records) == 2
+
+
 def test_sampler_state_is_restored_from_the_weights(tmp_path, supernet, blobs):
     first = tips.TIPSCallback(sampler="tips", p_min=0.0, p_max=1.0)
     supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[first], verbose=0)

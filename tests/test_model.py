@@ -102,7 +102,20 @@ def test_set_step_paths_needs_configure_paths_and_the_right_shape(supernet):
     with pytest.raises(ValueError, match=r"`vectors`.*Received: shape \(1, 5\)"):
         supernet.set_step_paths([largest])
     supernet.set_step_paths([largest, largest])
-    assert supernet.get_path_signals().shape == (2, 2)
+    with pytest.raises(ValueError, match="record_signals=True"):
+        supernet.get_path_signals()
+
+
+def test_path_signals_are_recorded_only_on_request(supernet, blobs):
+    x, y = blobs[0][:32], blobs[1][:32]
+    with pytest.raises(ValueError, match="`record_signals`.*Received: record_signals=1"):
+        supernet.configure_paths(paths_per_step=2, record_signals=1)
+    supernet.configure_paths(paths_per_step=2, record_signals=True)
+    space = supernet.config_space
+    supernet.set_step_paths([space.largest().to_vector(), space.smallest().to_vector()])
+    supernet.train_on_batch(x, y)
+    loss, grad_norm = supernet.get_path_signals().T
+    assert np.all(loss > 0) and np.all(grad_norm > 0) and loss[0] != loss[1]
 
 
 def test_set_config_and_get_active_config(supernet):

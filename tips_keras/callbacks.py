@@ -194,7 +194,9 @@ class TIPSCallback(keras.callbacks.Callback):
         # Resumed (BackupAndRestore or loaded weights): continue the stored distribution.
         if not self._load_state():
             self._store_state()
-        model.configure_paths(self.sampler.paths_per_step, self.distillation)
+        model.configure_paths(
+            self.sampler.paths_per_step, self.distillation, record_signals=self.signal is not None
+        )
 
     def _store_state(self):
         controller = self.model.controller
@@ -272,10 +274,10 @@ class TIPSCallback(keras.callbacks.Callback):
             stride = max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
             for skipped in range(0, int(batch), stride):
                 self._records.append(self.step_paths(self._epoch, skipped))
-                self._signals.append(np.full(len(self._records[-1]), np.nan))
+                if self.signal is not None:  # not observed: no weight (exit_normalized_weights)
+                    self._signals.append(np.full(len(self._records[-1]), np.nan))
         paths = self.step_paths(self._epoch, batch)
         self._records.append(paths)
-        self._signals.append(np.full(len(paths), np.nan))
         self.model.set_step_paths(paths)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -288,8 +290,8 @@ class TIPSCallback(keras.callbacks.Callback):
             batch: the batch index.
             logs: the batch logs (``"loss"`` is read).
         """
-        if self.signal is not None and self._signals:
-            self._signals[-1] = signals_lib.signal_column(self.model.get_path_signals(), self.signal)
+        if self.signal is not None:
+            self._signals.append(signals_lib.signal_column(self.model.get_path_signals(), self.signal))
         loss = (logs or {}).get("loss")
         if self.terminate_on_nan and loss is not None and not np.isfinite(float(loss)):
             space = self.model.config_space

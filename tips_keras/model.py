@@ -23,9 +23,10 @@ from tips_keras import topology as topology_lib
 class _PathState:
     """Holds per-step path data outside Keras' weight tracking (not saved in checkpoints)."""
 
-    def __init__(self, variable, signals, paths_per_step, distillation):
+    def __init__(self, variable, signals, paths_per_step, distillation, record_signals):
         self.variable = variable
         self.signals = signals  # (paths_per_step, 2): loss, gradient global norm of each path
+        self.record_signals = record_signals
         self.paths_per_step = paths_per_step
         self.distillation = distillation
 
@@ -160,7 +161,7 @@ class AnytimeModel(keras.Model):
             kwargs["callbacks"] = _tips_callbacks_first(kwargs["callbacks"])
         return super().fit(*args, **kwargs)
 
-    def configure_paths(self, paths_per_step=1, distillation=0.0):
+    def configure_paths(self, paths_per_step=1, distillation=0.0, record_signals=False):
         """Switches `train_step` to multi-path training; called by `TIPSCallback`.
 
         Args:
@@ -169,10 +170,13 @@ class AnytimeModel(keras.Model):
                 paths after the first; the first path is the teacher (the callback makes it the
                 largest sub-network when ``a > 0``). 0 disables distillation. Assumes the
                 model outputs probabilities (softmax heads).
+            record_signals: also record each path's loss and gradient global norm for
+                `get_path_signals` (one extra norm per path and step; `TIPSCallback` asks for it
+                only with ``signal``).
 
         Raises:
-            ValueError: ``paths_per_step`` is not a positive integer, or ``distillation`` is not in
-                [0, 1].
+            ValueError: ``paths_per_step`` is not a positive integer, ``distillation`` is not in
+                [0, 1], or ``record_signals`` is not a bool.
 
         Example:
             >>> model.configure_paths(paths_per_step=2)  # doctest: +SKIP
@@ -189,6 +193,11 @@ class AnytimeModel(keras.Model):
             raise ValueError(
                 "Invalid value for argument `distillation`. Expected a float in [0, 1]. "
                 f"Received: distillation={distillation!r}"
+            )
+        if not isinstance(record_signals, bool):
+            raise ValueError(
+                "Invalid value for argument `record_signals`. Expected a bool. "
+                f"Received: record_signals={record_signals!r}"
             )
         state = getattr(self, "_tips_paths", None)
         width = self.controller.num_gates + 1
@@ -211,7 +220,9 @@ class AnytimeModel(keras.Model):
         else:
             variable, signals = state.variable, state.signals
         object.__setattr__(
-            self, "_tips_paths", _PathState(variable, signals, paths_per_step, float(distillation))
+            self,
+            "_tips_paths",
+            _PathState(variable, signals, paths_per_step, float(distillation), record_signals),
         )
         self.train_function = None
         self.make_train_function(force=True)
@@ -265,11 +276,21 @@ class AnytimeModel(keras.Model):
             paths after the teacher), column 1 the global norm of its gradients. ``None`` before
             `configure_paths`.
 
+        Raises:
+            ValueError: paths configured without ``record_signals=True``.
+
         Example:
             >>> loss, grad_norm = model.get_path_signals()[0]  # doctest: +SKIP
         """
         state = getattr(self, "_tips_paths", None)
-        return None if state is None else keras.ops.convert_to_numpy(state.signals)
+        if state is None:
+            return None
+        if not state.record_signals:
+            raise ValueError(
+                "Invalid call: get_path_signals needs configure_paths(..., record_signals=True) "
+                "(TIPSCallback asks for it when `signal` is set). Received: record_signals=False"
+            )
+        return keras.ops.convert_to_numpy(state.signals)
 
     def train_step(self, data):
         """One optimizer step: multi-path after `configure_paths`, else Keras' standard step.
@@ -277,8 +298,8 @@ class AnytimeModel(keras.Model):
         Multi-path: each control vector of `set_step_paths` is activated in turn, its loss computed
         (distilled from the first path's output when ``distillation > 0``) and its gradients
         accumulated; one update applies their mean. The loss tracker gets the mean loss, the metrics
-        the first path's predictions; the last path stays active. Each path's loss and gradient
-        norm go to `get_path_signals`.
+        the first path's predictions; the last path stays active. With ``record_signals`` each
+        path's loss and gradient norm go to `get_path_signals`.
 
         Args:
             data: a batch ``(x, y)`` or ``(x, y, sample_weight)``.
@@ -315,16 +336,16 @@ class AnytimeModel(keras.Model):
             # only the taken branch of a gate's `cond` runs); `UnconnectedGradients.ZERO` fails
             # there on Keras variables, so add nothing for them instead.
             accumulated = [a if g is None else a + g for a, g in zip(accumulated, grads)]
-            signals.append(
-                tf.stack([tf.cast(loss, tf.float32),
-                          tf.cast(tf.linalg.global_norm([g for g in grads if g is not None]), tf.float32)])
-            )
+            if state.record_signals:
+                norm = tf.linalg.global_norm([g for g in grads if g is not None])
+                signals.append(tf.stack([tf.cast(loss, tf.float32), tf.cast(norm, tf.float32)]))
             if i == 0:
                 first_pred = y_pred
                 if state.distillation > 0:
                     teacher = tf.stop_gradient(y_pred)
         k = float(state.paths_per_step)
-        state.signals.assign(tf.stack(signals))
+        if state.record_signals:
+            state.signals.assign(tf.stack(signals))
         self._loss_tracker.update_state(
             keras.src.losses.loss.unscale_loss_for_distribution(total_loss / k),
             sample_weight=batch,
