@@ -76,6 +76,10 @@ TIPS_VARIANTS = {
     # loss / gradient norm relative to the other draws of the same exit.
     "signal-loss": {"signal": "loss"},
     "signal-grad": {"signal": "grad_norm"},
+    # Importance read off training, no DTMC (tips_keras.signals.marginal_importance): per gate,
+    # the exit-normalised loss / gradient norm of the draws with it on vs off.
+    "marginal-loss": {"importance": "marginal", "signal": "loss"},
+    "marginal-grad": {"importance": "marginal", "signal": "grad_norm"},
     # One path per step, the largest sub-network on a quarter of the steps: tests at equal
     # compute the analysis's finding that training the largest path is what decides accuracy.
     "largest0.25": {"largest_prob": 0.25},
@@ -97,7 +101,7 @@ MATCHED_BASELINE = {
     "tips[largest0.25]": "uniform[largest0.25]",
 }
 DEFAULT_VARIANTS = ("p05-95", "p20-80", "score-sum", "k2-distill", "signal-loss", "signal-grad",
-                    "largest0.25", "k4-sandwich-distill")
+                    "marginal-loss", "marginal-grad", "largest0.25", "k4-sandwich-distill")
 
 
 class FixedSampler(sampling.Sampler):

@@ -57,6 +57,20 @@ def test_signal_weights_the_dtmc_with_the_measured_path_losses(supernet, blobs, 
     assert not np.allclose(seen[0], 1.0)
 
 
+def test_marginal_importance_comes_from_the_recorded_losses(supernet, blobs):
+    callback = tips.TIPSCallback(sampler="tips", importance="marginal", paths_per_step=2, seed=3)
+    assert callback.signal == "loss"
+    supernet.fit(blobs[0][:96], blobs[1][:96], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    vectors, losses = np.concatenate(callback._records), np.concatenate(callback._signals)
+    expected = tips.signals.marginal_importance(
+        vectors, losses, supernet.config_space.gate_min_exit, "loss"
+    )
+    np.testing.assert_allclose(list(callback.importance.values()), expected)
+    np.testing.assert_allclose(callback.sampler.gate_probs, 0.35 + 0.3 * expected)
+    with pytest.raises(ValueError, match="`importance`.*Received: importance='tas'"):
+        tips.TIPSCallback(importance="tas")
+
+
 def test_no_signal_records_nothing(supernet, blobs):
     callback = tips.TIPSCallback(sampler="tips", paths_per_step=2, seed=3)
     supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[callback], verbose=0)

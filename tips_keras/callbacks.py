@@ -4,7 +4,8 @@ Per training step the callback draws the step's sub-networks from the sampler wi
 seeded by ``(seed, epoch, batch)``, records them and hands them to the model (a variable assign:
 no re-trace). At each epoch end it builds the DTMC of the sub-networks sampled in the epoch,
 computes TAS per node and the per-gate importance (`tips_keras.dtmc`; with ``signal``, each
-sampled sub-network weighted by the loss or gradient norm it produced, `tips_keras.signals`),
+sampled sub-network weighted by the loss or gradient norm it produced, `tips_keras.signals`;
+with ``importance="marginal"``, each gate's measured effect on that signal instead of the DTMC),
 updates the sampler, and
 writes importance and sampling probabilities into the model's `SubnetController` variables, so a
 checkpoint (``BackupAndRestore``) resumes with the same distribution. Importance also goes into
@@ -23,7 +24,6 @@ with the weights of the last mid-epoch backup: the epoch's draws are then the sa
 uninterrupted run, but the batches before the backup are trained twice.)
 """
 
-import math
 import warnings
 
 import keras
@@ -32,10 +32,13 @@ import numpy as np
 from tips_keras import dtmc
 from tips_keras import sampling
 from tips_keras import signals as signals_lib
+from tips_keras import _callback_args
+from tips_keras._callback_args import check_arguments
+from tips_keras._callback_args import check_importance_rule
 from tips_keras.batchnorm import recalibrate_batchnorm
 from tips_keras.model import AnytimeModel
 
-SCORES = ("log", "sum")
+SCORES = _callback_args.SCORES
 
 
 class TIPSCallback(keras.callbacks.Callback):
@@ -55,6 +58,10 @@ class TIPSCallback(keras.callbacks.Callback):
         signal: ``None`` (default: the DTMC sees topology only), ``"loss"`` or ``"grad_norm"``:
             weight each sampled sub-network in the DTMC by the loss / gradient norm it had in its
             step, relative to the other paths that took the same exit (`tips_keras.signals`).
+        importance: ``"dtmc"`` (default: TAS / TPS of the DTMC, the paper's rule) or
+            ``"marginal"``: each gate's importance is how much the draws with it on beat those
+            with it off on ``signal`` (``"loss"`` unless given; `tips_keras.signals.
+            marginal_importance`), with no DTMC and no path-length term.
         eval_config: configuration evaluated during validation and left active after training
             (``"largest"`` by default; any form accepted by `ConfigSpace.resolve`).
         terminate_on_nan: stop training when the loss becomes NaN/Inf, naming the sub-network.
@@ -72,7 +79,7 @@ class TIPSCallback(keras.callbacks.Callback):
             sampled sub-networks.
 
     Raises:
-        ValueError: unknown sampler or score, coupling < 0, bad distillation, a model without
+        ValueError: unknown sampler, score or importance rule, coupling < 0, bad distillation, a model without
             gates, or an epoch in which no step ran.
 
     Example:
@@ -91,45 +98,17 @@ class TIPSCallback(keras.callbacks.Callback):
         coupling=1.0,
         score="log",
         signal=None,
+        importance="dtmc",
         eval_config="largest",
         terminate_on_nan=True,
         recalibration_data=None,
         **sampler_options,
     ):
         super().__init__()
-        if not callable(sampler) and sampler not in sampling.SAMPLERS:
-            raise ValueError(
-                f"Invalid value for argument `sampler`. Expected one of {sampling.SAMPLERS} or a "
-                f"callable space -> Sampler. Received: sampler={sampler!r}"
-            )
-        if score not in SCORES:
-            raise ValueError(
-                f"Invalid value for argument `score`. Expected one of {SCORES}. Received: score={score!r}"
-            )
-        if not isinstance(coupling, (int, float)) or not math.isfinite(coupling) or coupling < 0:
-            raise ValueError(
-                "Invalid value for argument `coupling`. Expected a finite float >= 0. "
-                f"Received: coupling={coupling!r}"
-            )
-        if not 0.0 <= float(distillation) <= 1.0:
-            raise ValueError(
-                "Invalid value for argument `distillation`. Expected a float in [0, 1]. "
-                f"Received: distillation={distillation!r}"
-            )
-        if distillation > 0 and sampler not in ("tips", "sandwich"):
-            raise ValueError(
-                "Invalid value for argument `distillation`: in-place distillation needs a "
-                "sampler that trains the largest path first ('tips' or 'sandwich'). "
-                f"Received: sampler={sampler!r}, distillation={distillation!r}"
-            )
-        if distillation > 0 and sampler == "tips":
-            if paths_per_step is None or paths_per_step < 2:
-                raise ValueError(
-                    "Invalid value for argument `paths_per_step`: distillation with TIPS trains "
-                    "the largest path plus at least one sampled path (>= 2). "
-                    f"Received: paths_per_step={paths_per_step!r}"
-                )
-            sampler_options.setdefault("include_largest", True)
+        check_arguments(sampler, paths_per_step, distillation, coupling, score, sampler_options)
+        importance = check_importance_rule(importance)
+        if importance == "marginal" and signal is None:
+            signal = "loss"
         self.sampler_name = sampler
         self.paths_per_step = paths_per_step
         self.distillation = float(distillation)
@@ -137,6 +116,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.coupling = float(coupling)
         self.score = score
         self.signal = signals_lib.check_signal(signal)
+        self.importance_rule = importance
         self.eval_config = eval_config
         self.terminate_on_nan = terminate_on_nan
         self.sampler_options = sampler_options
@@ -382,10 +362,15 @@ class TIPSCallback(keras.callbacks.Callback):
             ValueError: no step ran in the epoch.
         """
         vectors = np.concatenate(self._records, axis=0) if self._records else np.zeros((0, 0))
-        weights = None
-        if self.signal is not None and len(vectors):
-            weights = signals_lib.exit_normalized_weights(vectors, np.concatenate(self._signals))
-        importance, _ = self.compute_importance(vectors, weights)
+        values = np.concatenate(self._signals) if self.signal is not None and len(vectors) else None
+        if self.importance_rule == "marginal" and values is not None:
+            space = self.model.config_space
+            importance = signals_lib.marginal_importance(
+                vectors, values, space.gate_min_exit, self.signal
+            )
+        else:
+            weights = None if values is None else signals_lib.exit_normalized_weights(vectors, values)
+            importance, _ = self.compute_importance(vectors, weights)
         self.sampler.update(importance)
         controller = self.model.controller
         controller.importance.assign(importance.astype(np.float32))

@@ -99,3 +99,66 @@ def exit_normalized_weights(vectors, values):
         if mine.any():
             weights[mine] = values[mine] / values[mine].mean()
     return np.maximum(weights, _FLOOR)
+
+
+IMPORTANCE_RULES = ("dtmc", "marginal")
+
+
+def marginal_importance(vectors, values, gate_min_exit, signal="loss"):
+    """Per-gate importance from what each gate did to the measured signal. No DTMC, no path length.
+
+    The DTMC importance of a gate is a topological fixed point (a path-length ranking on our
+    supernets, benchmarks/RESULTS.md), and weighting the chain by the signal cannot move it. This
+    rule reads the importance off training directly: for each gate, over the epoch's steps whose
+    exit comes after the gate, the mean exit-normalised signal (`exit_normalized_weights`) of the
+    draws with the gate on minus that of the draws with it off. A gate helps when turning it on
+    lowers the loss, or raises the gradient norm (the paper's "important paths carry the
+    gradient"). The benefits are min-max normalised to [0, 1]; a gate never seen both on and off
+    gets 0.5, and so do all gates when their benefits are equal.
+
+    Args:
+        vectors: array (T, G + 1) of the epoch's control vectors (the exit is the last column).
+        values: array (T,) of the signal per draw; ``nan`` where none was recorded.
+        gate_min_exit: sequence (G,): the first exit after each gate (`ConfigSpace.gate_min_exit`).
+        signal: ``"loss"`` (lower is better) or ``"grad_norm"`` (higher is better).
+
+    Returns:
+        A float array (G,) in [0, 1].
+
+    Raises:
+        ValueError: shapes that do not match, or an unknown signal.
+
+    Example:
+        >>> vectors = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 1], [0, 1, 1]], dtype=float)
+        >>> marginal_importance(vectors, np.array([1.0, 2.0, 1.0, 2.0]), (0, 0)).tolist()
+        [1.0, 0.0]
+    """
+    check_signal(signal)
+    if signal is None:
+        raise ValueError("Invalid value for argument `signal`. Expected one of "
+                         f"{SIGNALS}. Received: signal=None")
+    vectors = np.asarray(vectors, dtype=float)
+    gate_min_exit = np.asarray(gate_min_exit)
+    if vectors.ndim != 2 or vectors.shape[1] != len(gate_min_exit) + 1:
+        raise ValueError(
+            "Invalid value for argument `vectors`. Expected control vectors (T, G + 1) with "
+            f"G = {len(gate_min_exit)} gates. Received: shape {vectors.shape}"
+        )
+    relative = exit_normalized_weights(vectors, values)
+    observed = np.isfinite(np.asarray(values, dtype=float))
+    exits = np.rint(vectors[:, -1])
+    sign = -1.0 if signal == "loss" else 1.0
+    benefit = np.full(len(gate_min_exit), np.nan)
+    for g, first_exit in enumerate(gate_min_exit):
+        rows = observed & (exits >= first_exit)
+        on = rows & (vectors[:, g] > 0.5)
+        off = rows & (vectors[:, g] <= 0.5)
+        if on.any() and off.any():
+            benefit[g] = sign * (relative[on].mean() - relative[off].mean())
+    importance = np.full(len(gate_min_exit), 0.5)
+    known = np.isfinite(benefit)
+    if known.any():
+        low, high = benefit[known].min(), benefit[known].max()
+        if high > low:
+            importance[known] = (benefit[known] - low) / (high - low)
+    return importance
