@@ -190,8 +190,26 @@ def write_markdown(path, summary, meta, configs):
     for n, imp in meta["importance"].items():
         L += [f"- {n}: importance " + ", ".join(f"{g} {v:.2f}" for g, v in imp["importance"].items()),
               f"  P(on) " + ", ".join(f"{g} {v:.2f}" for g, v in imp["gate_probs"].items())]
+        if "gate_min_exit" in meta:
+            probs = list(imp["gate_probs"].values())
+            L.append("  draws of each fixed configuration vs uniform (same exit): " + ", ".join(
+                f"{l:.0%} {draw_rate_vs_uniform(probs, configs[l][0], meta['gate_min_exit']):.2f}x"
+                for l in levels))
     L += ["", "## Method notes", ""] + [f"- {x}" for x in meta["notes"]] + [""]
     atomic_write(path, keep_analysis(path, "\n".join(L)))
+
+
+def draw_rate_vs_uniform(gate_probs, vector, gate_min_exit):
+    """How much more often a gate pattern is drawn with ``gate_probs`` than with P(on) = 0.5.
+
+    Only the gates before the vector's exit count (the others do not change the sub-network).
+    """
+    exit_index = int(vector[-1])
+    rate = 1.0
+    for p, bit, first_exit in zip(gate_probs, vector[:-1], gate_min_exit):
+        if first_exit <= exit_index:
+            rate *= (p if bit > 0.5 else 1.0 - p) / 0.5
+    return rate
 
 
 def keep_analysis(path, text):

@@ -233,7 +233,8 @@ def build_meta(args, argv, setting, space, full_flops, configs, records, start, 
     command = "cd <repo> && .venv/bin/python benchmarks/compare_samplers.py " + shlex.join(shown)
     return {"setting": setting.name, "quick": args.quick, "command": command.rstrip(), "setup": setup,
             "notes": notes, "levels": list(lib.LEVELS), "front_method": args.front,
-            "importance": importance, "sizes": lib.dataclasses.asdict(setting)}
+            "importance": importance, "gate_min_exit": [int(e) for e in space.gate_min_exit],
+            "sizes": lib.dataclasses.asdict(setting)}
 
 
 if __name__ == "__main__":

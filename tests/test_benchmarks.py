@@ -94,6 +94,17 @@ def test_regenerating_results_keeps_the_hand_written_analysis_flagged(tmp_path):
     assert report.keep_analysis(str(path), "new tables") == once  # the warning is not repeated
 
 
+def test_draw_rate_counts_only_the_gates_before_the_exit():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import _compare_report as report
+
+    probs, gate_min_exit = [0.8, 0.4, 0.9], [0, 0, 1]
+    # Exit 0: gate 2 does not count; gate 0 on (0.8 / 0.5), gate 1 off (0.6 / 0.5).
+    assert abs(report.draw_rate_vs_uniform(probs, [1, 0, 0, 0], gate_min_exit) - 1.92) < 1e-12
+    assert abs(report.draw_rate_vs_uniform(probs, [1, 0, 1, 1], gate_min_exit) - 3.456) < 1e-12
+    assert report.draw_rate_vs_uniform([0.5] * 3, [0, 1, 1, 1], gate_min_exit) == 1.0
+
+
 def test_readme_results_are_copied_from_the_committed_benchmark():
     """The README's results table rows appear verbatim in benchmarks/RESULTS.md or, for the deep
     setting, benchmarks/deep/RESULTS.md (no figure typed by hand), and the plots it shows exist."""
