@@ -60,7 +60,7 @@ import _compare_report as report  # noqa: E402
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
 
-SAMPLERS = ("tips", "uniform", "sandwich", "stochastic_depth")
+SAMPLERS = tips.sampling.SAMPLERS
 
 
 def parse_args(argv):

@@ -133,5 +133,10 @@ def test_bad_arguments(space):
         TIPSOracle(space, [1.0], guidance=2.0)
     with pytest.raises(ValueError, match="`space`"):
         TIPSOracle(tiny_supernet(), [1.0])
+    mine = RandomOracle(space, [0.5], max_trials=3)
+    assert get_oracle(mine, space, [1.0]) is mine  # an instance keeps its own budgets
+    other = SearchSpace(tiny_supernet(blocks_per_stage=1))
+    with pytest.raises(ValueError, match="another supernet.*Received"):
+        get_oracle(RandomOracle(other, [1.0]), space, [1.0])
     with pytest.raises(ValueError, match="smallest configuration has"):
         RandomOracle(space, [10], max_trials=3)

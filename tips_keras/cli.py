@@ -9,8 +9,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SAMPLERS = ("tips", "uniform", "sandwich", "stochastic_depth")
-DATASETS = ("fashion_mnist", "mnist_5k")
+from tips_keras.data import DATASETS  # noqa: E402
+from tips_keras.sampling import SAMPLERS  # noqa: E402
 
 
 def _widths(text):

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-DATASETS = ("fashion_mnist", "mnist_5k")
+from tips_keras.data import DATASETS
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75, 1.0)
 
 

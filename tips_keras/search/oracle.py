@@ -345,8 +345,8 @@ def get_oracle(oracle, space, budgets, **kwargs):
     """Returns an oracle: ``"tips"`` (`TIPSOracle`), ``"random"`` (`RandomOracle`) or an instance.
 
     Args:
-        oracle: ``"tips"``, ``"random"`` or a `ConfigOracle` (returned as is: the other
-            arguments are then ignored).
+        oracle: ``"tips"``, ``"random"`` or a `ConfigOracle` (returned as is, with its own
+            budgets and options; it must search the same supernet as ``space``).
         space: the `SearchSpace`.
         budgets: FLOPs budgets (fractions <= 1 or absolute FLOPs).
         **kwargs: options of the oracle class (``max_trials``, ``seed``, ``guidance``, ...).
@@ -355,12 +355,20 @@ def get_oracle(oracle, space, budgets, **kwargs):
         A `ConfigOracle`.
 
     Raises:
-        ValueError: unknown name, or invalid options.
+        ValueError: unknown name, invalid options, or an instance built on another supernet
+            (other gates or other FLOPs).
 
     Example:
         >>> get_oracle("random", space, [0.5, 1.0], max_trials=20)  # doctest: +SKIP
     """
     if isinstance(oracle, ConfigOracle):
+        theirs = (oracle.space.gate_names, oracle.space.num_exits, oracle.space.full_flops)
+        ours = (space.gate_names, space.num_exits, space.full_flops)
+        if theirs != ours:
+            raise ValueError(
+                "Invalid value for argument `oracle`: the ConfigOracle instance searches another "
+                f"supernet. Expected (gates, exits, full FLOPs) {ours}. Received: {theirs}"
+            )
         return oracle
     classes = {"tips": TIPSOracle, "random": RandomOracle}
     if oracle not in classes:
