@@ -19,6 +19,26 @@ def test_conv2d_and_dense_by_hand():
     assert flops_lib.module_macs(dense) == 200 * 7
 
 
+def test_einsum_transpose_conv3d_layernorm_embedding_by_hand():
+    tokens = keras.Input((5,), dtype="int32")
+    embed = keras.layers.Embedding(50, 6)
+    einsum = keras.layers.EinsumDense("abc,cd->abd", output_shape=(5, 4))
+    norm = keras.layers.LayerNormalization()
+    ellipsis = keras.layers.EinsumDense("...b,bc->...c", output_shape=3)
+    keras.Model(tokens, ellipsis(norm(einsum(embed(tokens)))))
+    assert flops_lib.module_macs(embed) == 0
+    assert flops_lib.module_macs(einsum) == 5 * 4 * 6  # 5 x 4 outputs, each a sum over c = 6
+    assert flops_lib.module_macs(norm) == 5 * 4
+    assert flops_lib.module_macs(ellipsis) == 5 * 3 * 4
+    volume = keras.Input((4, 4, 4, 2))
+    conv3d = keras.layers.Conv3D(3, 3, padding="same")
+    image = keras.Input((4, 4, 2))
+    transpose = keras.layers.Conv2DTranspose(5, 3, strides=2, padding="same")  # 4x4x2 -> 8x8x5
+    keras.Model([volume, image], [conv3d(volume), transpose(image)])
+    assert flops_lib.module_macs(conv3d) == 4 * 4 * 4 * 3 * (27 * 2)
+    assert flops_lib.module_macs(transpose) == 4 * 4 * 2 * 9 * 5
+
+
 def test_depthwise_batchnorm_pool_add_by_hand():
     inputs = keras.Input((6, 6, 4))
     dw = keras.layers.DepthwiseConv2D(3, padding="same")
@@ -80,3 +100,27 @@ def test_unknown_layer_with_weights_needs_a_rule():
         flops_lib.module_macs(layer)
     flops_lib.register_flops(Mystery, lambda layer, ins, out: 3)
     assert flops_lib.module_macs(layer) == 3
+
+
+def test_registering_a_rule_refreshes_cached_costs():
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(1,))
+
+        def call(self, x):
+            return x * self.w
+
+    flops_lib.register_flops(Scale, lambda layer, ins, out: 0)
+    model = tips.anytime(_gated_model(Scale))
+    before = tips.flops(model, "largest")
+    flops_lib.register_flops(Scale, lambda layer, ins, out: 1000)
+    assert tips.flops(model, "largest") == before + 1000
+
+
+def _gated_model(layer_class):
+    """Dense -> residual block whose branch ends in ``layer_class`` -> softmax."""
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4)(inputs)
+    branch = layer_class()(keras.layers.Dense(4)(x))
+    y = keras.layers.Add()([x, branch])
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(y))

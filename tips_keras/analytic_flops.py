@@ -3,11 +3,14 @@
 Counting rules (per example, batch dimension excluded; one MAC = one multiply-add):
 
 ==========================  ===============================================================
-Conv2D                      out_h * out_w * out_c * k_h * k_w * in_c / groups
+Conv1D / Conv2D / Conv3D    out elements * prod(kernel_size) * in_c / groups
+Conv2DTranspose             in elements * prod(kernel_size) * out_c
 DepthwiseConv2D             out_h * out_w * in_c * depth_multiplier * k_h * k_w
 SeparableConv2D             depthwise part + pointwise 1x1 part
-Dense / EinsumDense (2-D)   prod(input dims except last) * in_features * units
-BatchNormalization          one per output element (folded scale and shift)
+Dense                       prod(input dims except last) * in_features * units
+EinsumDense                 out elements * prod(contracted dims: input letters not in output)
+Batch/LayerNormalization    one per output element (folded scale and shift)
+Embedding                   0 (a lookup)
 Max/AveragePooling2D        out elements * pool_h * pool_w
 GlobalAveragePooling2D      in elements
 Add / Subtract / Multiply   (number of active inputs - 1) * out elements
@@ -38,8 +41,8 @@ def register_flops(layer_class, rule):
     """Registers a MAC-counting rule for a custom layer class.
 
     A layer with weights and no rule makes `flops` / `cost` raise. Registered rules are tried
-    before the built-in ones (so they can also replace them) and match subclasses too. Register
-    before the first `cost` of a model: its per-layer table is cached.
+    before the built-in ones (so they can also replace them) and match subclasses too. Registering
+    clears the cached per-layer tables, so the next `cost` of any model uses the new rule.
 
     Args:
         layer_class: the layer class (matched with ``isinstance``).
@@ -50,6 +53,7 @@ def register_flops(layer_class, rule):
         >>> register_flops(MyLayer, lambda layer, ins, out: 0)  # doctest: +SKIP
     """
     _RULES[layer_class] = rule
+    _TABLES.clear()
 
 
 def _n(shape):
@@ -77,6 +81,24 @@ def _dense(layer, ins, out):
     return _n(out) * ins[0][-1]
 
 
+def _conv_transpose(layer, ins, out):
+    # Every input element meets every kernel tap of every output channel.
+    return _n(ins[0]) * math.prod(layer.kernel_size) * out[-1]
+
+
+def _einsum_dense(layer, ins, out):
+    # Each output element sums over the contracted indices: input letters absent from the output.
+    lhs, out_spec = layer.equation.replace(" ", "").split("->")
+    in_spec = lhs.split(",")[0]
+    shape = ins[0]
+    if "..." in in_spec:
+        head, tail = in_spec.split("...")
+        letters = list(zip(head, shape[: len(head)])) + list(zip(tail, shape[len(shape) - len(tail):]))
+    else:
+        letters = list(zip(in_spec, shape))
+    return _n(out) * math.prod(int(d) for c, d in letters if c not in out_spec)
+
+
 def _pool(layer, ins, out):
     return _n(out) * math.prod(layer.pool_size)
 
@@ -88,10 +110,15 @@ def _merge(layer, ins, out):
 _BUILTIN = (
     (keras.layers.DepthwiseConv2D, _depthwise),
     (keras.layers.SeparableConv2D, _separable),
+    (keras.layers.Conv2DTranspose, _conv_transpose),
     (keras.layers.Conv2D, _conv),
     (keras.layers.Conv1D, _conv),
+    (keras.layers.Conv3D, _conv),
     (keras.layers.Dense, _dense),
+    (keras.layers.EinsumDense, _einsum_dense),
     (keras.layers.BatchNormalization, lambda layer, ins, out: _n(out)),
+    (keras.layers.LayerNormalization, lambda layer, ins, out: _n(out)),
+    (keras.layers.Embedding, lambda layer, ins, out: 0),  # a lookup, no multiply
     (keras.layers.MaxPooling2D, _pool),
     (keras.layers.AveragePooling2D, _pool),
     (keras.layers.GlobalAveragePooling2D, lambda layer, ins, out: _n(ins[0])),
