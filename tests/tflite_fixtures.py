@@ -4,29 +4,18 @@ Import the fixtures into a test module (``from tests.tflite_fixtures import data
 pytest then finds them there. Module scope: each test file trains the CNN once (~10 s).
 """
 
-import gzip
-import struct
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+from tips_keras import data as data_lib
+
 QUANTS = ("float32", "float16", "dynamic", "int8")
 LABELS = ["tshirt", "trouser", "pullover", "dress", "coat",
           "sandal", "shirt", "sneaker", "bag", "boot"]
 
 
 # --------------------------------------------------------------------------- data
-def _idx(path):
-    with gzip.open(path) as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def _synthetic(n, seed):
     """10 classes = 10 fixed blurred templates + noise (learnable structure)."""
     rng = np.random.default_rng(0)
@@ -38,15 +27,12 @@ def _synthetic(n, seed):
 
 
 def load_data(n_train=4000, n_test=1000):
+    """Fashion-MNIST through `tips_keras.data` (synthetic templates where it is not installed)."""
     try:
-        xtr = _idx(FASHION / "train-images-idx3-ubyte.gz")[:n_train]
-        ytr = _idx(FASHION / "train-labels-idx1-ubyte.gz")[:n_train]
-        xte = _idx(FASHION / "t10k-images-idx3-ubyte.gz")[:n_test]
-        yte = _idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:n_test]
-    except OSError:
+        s = data_lib.load("fashion_mnist", val_size=0, train_size=n_train, test_size=n_test)
+    except FileNotFoundError:
         return _synthetic(n_train, 1) + _synthetic(n_test, 2)
-    f = lambda x: (x.astype("float32") / 255.0)[..., None]  # noqa: E731
-    return f(xtr), ytr.astype("int64"), f(xte), yte.astype("int64")
+    return s.x_train, s.y_train.astype("int64"), s.x_test, s.y_test.astype("int64")
 
 
 def build_cnn():
