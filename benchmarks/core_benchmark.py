@@ -56,12 +56,18 @@ def build(widths, blocks):
     return model
 
 
-def epoch_time(x, y, epochs, widths, blocks, callback_factory):
+def epoch_time(x, y, epochs, widths, blocks, callback_factory, draws=None):
+    """Median epoch time (epochs 2..); with ``draws``, also appends the mean MACs of 2,000 paths
+    drawn from the trained callback's final sampler (what an epoch would train next)."""
     keras.utils.set_random_seed(0)
     model = build(widths, blocks)
     timer = EpochTimer()
     callbacks = [timer] + ([callback_factory()] if callback_factory else [])
     model.fit(x, y, batch_size=128, epochs=epochs, callbacks=callbacks, verbose=0)
+    if draws is not None and callback_factory:
+        sampler = callbacks[-1].sampler
+        vectors = np.concatenate([sampler.sample(np.random.default_rng([7, i])) for i in range(2000)])
+        draws.append(float(np.mean([m for m, _ in tips.analytic_flops.cost_vectors(model, vectors)])))
     return statistics.median(timer.times[1:])  # first epoch includes tracing
 
 
@@ -73,10 +79,11 @@ def overhead_table(x, y, runs, epochs, widths, blocks):
         "TIPSCallback, fixed largest": lambda: tips.TIPSCallback(sampler=lambda s: FixedSampler(s, "largest")),
     }
     results = {name: [] for name in variants}
+    macs = {name: [] for name in variants}
     load = [os.getloadavg()[0]]
     for _ in range(runs):  # interleaved: a change of machine load hits every variant alike
         for name, factory in variants.items():
-            results[name].append(epoch_time(x, y, epochs, widths, blocks, factory))
+            results[name].append(epoch_time(x, y, epochs, widths, blocks, factory, macs[name]))
         load.append(os.getloadavg()[0])
     base = statistics.median(results["plain fit, full network"])
     print(f"\n## 1. fit wall time per epoch ({len(x)} images, batch 128, median of {runs} interleaved "
@@ -85,6 +92,13 @@ def overhead_table(x, y, runs, epochs, widths, blocks):
     for name, times in results.items():
         print(f"{name:<32} {statistics.median(times):>8.2f} {statistics.median(times) / base:>15.3f}  "
               + " ".join(f"{t:.2f}" for t in times))
+    tips_name, uniform_name = "TIPSCallback(tips), 1 path", "TIPSCallback(uniform), 1 path"
+    ratios = [t / u for t, u in zip(results[tips_name], results[uniform_name])]
+    print(f"\ntips / uniform, s/epoch: {statistics.median(results[tips_name]) / statistics.median(results[uniform_name]):.3f}"
+          f" (per interleaved run: {' '.join(f'{r:.3f}' for r in ratios)})")
+    print(f"tips / uniform, mean MACs of the paths their final samplers draw (analytic, 2,000 draws): "
+          f"{statistics.mean(macs[tips_name]) / statistics.mean(macs[uniform_name]):.3f}"
+          f" ({statistics.mean(macs[tips_name]):,.0f} vs {statistics.mean(macs[uniform_name]):,.0f})")
 
 
 def dtmc_table(repeats=5):
