@@ -85,14 +85,21 @@ def test_params_per_configuration():
     assert params_large == model.count_params() - unused
 
 
-def test_unknown_layer_with_weights_needs_a_rule():
-    class Mystery(keras.layers.Layer):
+def _new_layer_class():
+    """A fresh layer type with one weight and no counting rule (rules are global, per class)."""
+
+    class Scale(keras.layers.Layer):
         def build(self, shape):
             self.w = self.add_weight(shape=(1,))
 
         def call(self, x):
             return x * self.w
 
+    return Scale
+
+
+def test_unknown_layer_with_weights_needs_a_rule():
+    Mystery = _new_layer_class()
     inputs = keras.Input((3,))
     layer = Mystery()
     keras.Model(inputs, layer(inputs))
@@ -103,13 +110,7 @@ def test_unknown_layer_with_weights_needs_a_rule():
 
 
 def test_registering_a_rule_refreshes_cached_costs():
-    class Scale(keras.layers.Layer):
-        def build(self, shape):
-            self.w = self.add_weight(shape=(1,))
-
-        def call(self, x):
-            return x * self.w
-
+    Scale = _new_layer_class()
     flops_lib.register_flops(Scale, lambda layer, ins, out: 0)
     model = tips.anytime(_gated_model(Scale))
     before = tips.flops(model, "largest")
