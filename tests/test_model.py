@@ -90,6 +90,8 @@ def test_distillation_changes_the_update_of_smaller_paths(blobs):
 def test_configure_paths_refuses_bad_values(supernet):
     with pytest.raises(ValueError, match="paths_per_step.*Received"):
         supernet.configure_paths(paths_per_step=0)
+    with pytest.raises(ValueError, match="paths_per_step.*Received: paths_per_step=True"):
+        supernet.configure_paths(paths_per_step=True)  # a bool is not a count
     with pytest.raises(ValueError, match="distillation.*Received"):
         supernet.configure_paths(paths_per_step=2, distillation=1.5)
 

@@ -28,6 +28,7 @@ def test_mobilenet_layout_and_forward():
 @pytest.mark.parametrize(
     "kwargs, argument",
     [(dict(widths=()), "widths"), (dict(widths=(4, 0)), "widths"), (dict(blocks_per_stage=0), "blocks_per_stage"),
+     (dict(blocks_per_stage=True), "blocks_per_stage"),
      (dict(num_classes=1), "num_classes")],
 )
 def test_bad_builder_arguments(kwargs, argument):

@@ -72,7 +72,7 @@ def recalibrate_batchnorm(model, config, x, batch_size=128, max_batches=8):
             f"Received: shape={x.shape}"
         )
     for arg, value in (("batch_size", batch_size), ("max_batches", max_batches)):
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(
                 f"Invalid value for argument `{arg}`. Expected a positive integer. Received: {arg}={value!r}"
             )

@@ -184,7 +184,7 @@ class AnytimeModel(keras.Model):
             >>> model.set_step_paths([space.largest().to_vector(),
             ...                       space.smallest().to_vector()])  # doctest: +SKIP
         """
-        if not isinstance(paths_per_step, int) or paths_per_step < 1:
+        if isinstance(paths_per_step, bool) or not isinstance(paths_per_step, int) or paths_per_step < 1:
             raise ValueError(
                 "Invalid value for argument `paths_per_step`. Expected a positive integer. "
                 f"Received: paths_per_step={paths_per_step!r}"

@@ -197,7 +197,7 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
     y = check_labels_array(y_train, len(x), num_classes)
     rep = check_inputs_array("representative_data", x[:500] if representative_data is None
                              else representative_data, input_shape)
-    if not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"Invalid value for argument `epochs`. Expected a positive integer. "
                          f"Received: epochs={epochs!r}")
     spec, weights = model_spec(sub_model)

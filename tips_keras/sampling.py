@@ -62,7 +62,7 @@ class Sampler:
     def __init__(self, space, paths_per_step=1):
         if not isinstance(space, ConfigSpace):
             raise ValueError(f"Invalid value for argument `space`. Expected a ConfigSpace. Received: {space!r}")
-        if not isinstance(paths_per_step, int) or isinstance(paths_per_step, bool) or paths_per_step < 1:
+        if isinstance(paths_per_step, bool) or not isinstance(paths_per_step, int) or paths_per_step < 1:
             raise ValueError(
                 "Invalid value for argument `paths_per_step`. Expected a positive integer. "
                 f"Received: paths_per_step={paths_per_step!r}"
@@ -165,7 +165,7 @@ class SandwichSampler(Sampler):
     name = "sandwich"
 
     def __init__(self, space, n_random=2):
-        if not isinstance(n_random, int) or n_random < 0:
+        if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
             raise ValueError(
                 "Invalid value for argument `n_random`. Expected a non-negative integer. "
                 f"Received: n_random={n_random!r}"

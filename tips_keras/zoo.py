@@ -19,12 +19,12 @@ from tips_keras.model import AnytimeModel
 
 
 def _check_stages(widths, blocks_per_stage):
-    if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
+    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise ValueError(
             "Invalid value for argument `widths`. Expected a non-empty sequence of positive "
             f"integers (channels per stage). Received: widths={widths!r}"
         )
-    if not isinstance(blocks_per_stage, int) or blocks_per_stage < 1:
+    if isinstance(blocks_per_stage, bool) or not isinstance(blocks_per_stage, int) or blocks_per_stage < 1:
         raise ValueError(
             "Invalid value for argument `blocks_per_stage`. Expected a positive integer. "
             f"Received: blocks_per_stage={blocks_per_stage!r}"
@@ -50,7 +50,7 @@ def _head(shape, num_classes, name, bn_momentum):
 
 def _build(input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum):
     _check_stages(widths, blocks_per_stage)
-    if not isinstance(num_classes, int) or num_classes < 2:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             "Invalid value for argument `num_classes`. Expected an integer >= 2. "
             f"Received: num_classes={num_classes!r}"
