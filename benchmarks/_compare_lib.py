@@ -80,6 +80,10 @@ TIPS_VARIANTS = {
     # the exit-normalised loss / gradient norm of the draws with it on vs off.
     "marginal-loss": {"importance": "marginal", "signal": "loss"},
     "marginal-grad": {"importance": "marginal", "signal": "grad_norm"},
+    "marginal-grad-p20-80": {"importance": "marginal", "signal": "grad_norm", "p_min": 0.2,
+                             "p_max": 0.8},
+    "marginal-grad-largest0.25": {"importance": "marginal", "signal": "grad_norm",
+                                  "largest_prob": 0.25},
     # One path per step, the largest sub-network on a quarter of the steps: tests at equal
     # compute the analysis's finding that training the largest path is what decides accuracy.
     "largest0.25": {"largest_prob": 0.25},
@@ -99,9 +103,11 @@ BASELINE_VARIANTS = {
 MATCHED_BASELINE = {
     "tips[k4-sandwich-distill]": "sandwich[distill]",
     "tips[largest0.25]": "uniform[largest0.25]",
+    "tips[marginal-grad-largest0.25]": "uniform[largest0.25]",
 }
 DEFAULT_VARIANTS = ("p05-95", "p20-80", "score-sum", "k2-distill", "signal-loss", "signal-grad",
-                    "marginal-loss", "marginal-grad", "largest0.25", "k4-sandwich-distill")
+                    "marginal-loss", "marginal-grad", "marginal-grad-p20-80", "marginal-grad-largest0.25",
+                    "largest0.25", "k4-sandwich-distill")
 
 
 class FixedSampler(sampling.Sampler):
