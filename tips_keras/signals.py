@@ -1,4 +1,4 @@
-"""Training signals as DTMC weights: how much each sampled sub-network counts. Pure numpy.
+"""Training signals: as DTMC weights, or as a per-gate importance of their own. Pure numpy.
 
 The topological DTMC (`tips_keras.dtmc`) sees only which sub-networks were sampled, never how
 training went: on a fixed supernet and a fixed sampling rule its importance settles on a
@@ -14,6 +14,10 @@ Why per exit: a path that leaves at an early exit has a much higher loss than on
 the last exit, whatever its gates; the DTMC already models exits through topology, so the signal
 is divided by the mean signal of the paths that took the same exit in the epoch. What remains is
 "this choice of gates did better or worse than the other draws that left at the same exit".
+
+Measured, the weights do not move the DTMC's importance (the coupling term swamps them). So
+``TIPSCallback(importance="marginal")`` uses the signal directly: `marginal_importance` scores each
+gate by how much the draws with it on beat the draws with it off.
 """
 
 import numpy as np
