@@ -79,8 +79,8 @@ class TIPSCallback(keras.callbacks.Callback):
             sampled sub-networks.
 
     Raises:
-        ValueError: unknown sampler, score or importance rule, coupling < 0, bad distillation, a model without
-            gates, or an epoch in which no step ran.
+        ValueError: unknown sampler, score or importance rule, coupling < 0, bad distillation,
+            a model without gates, or an epoch in which no step ran.
 
     Example:
         >>> cb = TIPSCallback(sampler="tips")
