@@ -3,29 +3,8 @@
 import math
 
 from tips_keras import sampling
-from tips_keras.signals import IMPORTANCE_RULES
 
 SCORES = ("log", "sum")
-
-
-def check_importance_rule(importance):
-    """Validates ``TIPSCallback(importance=...)``.
-
-    Args:
-        importance: one of ``IMPORTANCE_RULES``.
-
-    Returns:
-        The rule.
-
-    Raises:
-        ValueError: anything else.
-    """
-    if importance not in IMPORTANCE_RULES:
-        raise ValueError(
-            f"Invalid value for argument `importance`. Expected one of {IMPORTANCE_RULES}. "
-            f"Received: importance={importance!r}"
-        )
-    return importance
 
 
 def check_arguments(sampler, paths_per_step, distillation, coupling, score, sampler_options):

@@ -32,13 +32,10 @@ import numpy as np
 from tips_keras import dtmc
 from tips_keras import sampling
 from tips_keras import signals as signals_lib
-from tips_keras import _callback_args
+from tips_keras._callback_args import SCORES  # noqa: F401  (public: the accepted `score`s)
 from tips_keras._callback_args import check_arguments
-from tips_keras._callback_args import check_importance_rule
 from tips_keras.batchnorm import recalibrate_batchnorm
 from tips_keras.model import AnytimeModel
-
-SCORES = _callback_args.SCORES
 
 
 class TIPSCallback(keras.callbacks.Callback):
@@ -106,7 +103,7 @@ class TIPSCallback(keras.callbacks.Callback):
     ):
         super().__init__()
         check_arguments(sampler, paths_per_step, distillation, coupling, score, sampler_options)
-        importance = check_importance_rule(importance)
+        importance = signals_lib.check_importance_rule(importance)
         if importance == "marginal" and signal is None:
             signal = "loss"
         self.sampler_name = sampler

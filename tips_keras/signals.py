@@ -23,6 +23,7 @@ gate by how much the draws with it on beat the draws with it off.
 import numpy as np
 
 SIGNALS = ("loss", "grad_norm")
+IMPORTANCE_RULES = ("dtmc", "marginal")
 _COLUMN = {"loss": 0, "grad_norm": 1}
 _FLOOR = 1e-3  # weights are kept >= this after normalisation (the DTMC needs them positive)
 
@@ -49,6 +50,30 @@ def check_signal(signal):
             f"Received: signal={signal!r}"
         )
     return signal
+
+
+def check_importance_rule(importance):
+    """Validates an ``importance`` argument (`TIPSCallback(importance=...)`).
+
+    Args:
+        importance: one of ``IMPORTANCE_RULES``.
+
+    Returns:
+        The rule.
+
+    Raises:
+        ValueError: anything else.
+
+    Example:
+        >>> check_importance_rule("marginal")
+        'marginal'
+    """
+    if importance not in IMPORTANCE_RULES:
+        raise ValueError(
+            f"Invalid value for argument `importance`. Expected one of {IMPORTANCE_RULES}. "
+            f"Received: importance={importance!r}"
+        )
+    return importance
 
 
 def signal_column(signals, signal):
@@ -104,8 +129,6 @@ def exit_normalized_weights(vectors, values):
             weights[mine] = values[mine] / values[mine].mean()
     return np.maximum(weights, _FLOOR)
 
-
-IMPORTANCE_RULES = ("dtmc", "marginal")
 
 
 def marginal_importance(vectors, values, gate_min_exit, signal="loss"):

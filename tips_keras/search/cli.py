@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from tips_keras.data import DATASETS
+
 DEFAULT_BUDGETS = (0.25, 0.5, 0.75, 1.0)
 
 
