@@ -9,6 +9,7 @@ module and shared by the tests.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -28,9 +29,22 @@ from tflite_export import (  # noqa: E402
     read_c_array,
 )
 from tflite_export import verify as verify_mod  # noqa: E402
-from tflite_export.micro import c_source, estimate_arena  # noqa: E402
+from tflite_export import micro_run  # noqa: E402
+from tflite_export.micro import ArenaEstimate, c_source, estimate_arena  # noqa: E402
+from tflite_export.micro_run import MicroArena  # noqa: E402
 
-from tests.tflite_fixtures import LABELS, QUANTS, data, model  # noqa: E402,F401  (fixtures)
+from tests.tflite_fixtures import (  # noqa: E402,F401  (fixtures)
+    LABELS,
+    QUANTS,
+    data,
+    model,
+    tiny_data,
+    tiny_models,
+)
+
+needs_tflm = pytest.mark.skipif(micro_run.tflm_version() is None,
+                                reason="tflite-micro (the `micro` extra) is not installed")
+needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 
 SIGNATURES = {"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}}
 
@@ -133,7 +147,7 @@ def test_c_array_equals_tflite_bytes(exports):
         assert not (exports[q][0] / "model_data.cc").exists()
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+@needs_gxx
 def test_c_array_compiles_and_matches(exports, tmp_path):
     out_dir = exports["int8"][0]
     (tmp_path / "main.cc").write_text(
@@ -146,6 +160,44 @@ def test_c_array_compiles_and_matches(exports, tmp_path):
                     str(out_dir / "model_data.cc"), "-o", str(exe)], check=True)
     assert subprocess.run([str(exe)], capture_output=True, check=True).stdout == \
         _bytes(exports, "int8")
+
+
+def _compile_only(cc_dir, tmp_path):
+    """Compiles model_data.cc and a user of model_data.h: C++17, warnings as errors, no link."""
+    (tmp_path / "use_header.cc").write_text(
+        '#include "model_data.h"\n'
+        "alignas(16) static unsigned char arena[g_model_data_arena_size];\n"
+        "static_assert(g_model_data_arena_size % 16 == 0, \"16-byte steps\");\n"
+        "unsigned int arena_bytes() { return sizeof(arena) + g_model_data_len * 0u"
+        " + (g_model_data_arena_measured ? 0u : 1u) + g_model_data[0] * 0u; }\n")
+    for src in (cc_dir / "model_data.cc", tmp_path / "use_header.cc"):
+        subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-c", "-I",
+                        str(cc_dir), str(src), "-o", str(tmp_path / (src.stem + ".o"))],
+                       check=True, capture_output=True)
+        assert (tmp_path / (src.stem + ".o")).stat().st_size > 0
+
+
+@needs_gxx
+def test_exported_c_files_compile_with_warnings_as_errors(exports, tmp_path):
+    _compile_only(exports["int8"][0], tmp_path)
+
+
+@needs_gxx
+@pytest.mark.parametrize("measured", [True, False])
+def test_c_source_compiles_measured_or_estimated(tmp_path, measured):
+    est = ArenaEstimate(1000, 2000, 3000, 0.25, 5120)
+    arena = MicroArena(2336, 0.04, 2432, 3, True, "0.dev0") if measured else None
+    cc, h = c_source(bytes(range(256)) * 3, "g_model_data", ops=["CONV_2D", "SOFTMAX"],
+                     arena=est, measured=arena)
+    (tmp_path / "model_data.cc").write_text(cc)
+    (tmp_path / "model_data.h").write_text(h)
+    _compile_only(tmp_path, tmp_path)
+    if measured:
+        assert "g_model_data_arena_size = 2432;" in h and "MEASURED" in h and "2336 B" in h
+        assert "arena_measured = true;" in h and "static estimate was 5120 B" in h
+    else:
+        assert "g_model_data_arena_size = 5120;" in h and "ESTIMATED, not measured" in h
+        assert "arena_measured = false;" in h
 
 
 def test_c_source_variable_name_is_configurable():
@@ -189,6 +241,49 @@ def test_int8_export_of_model_with_unsupported_op_fails_cleanly(data, tmp_path):
     assert "GELU" in r.ops and r.micro is None
 
 
+@needs_tflm
+def test_int8_export_runs_in_tflite_micro(exports):
+    out_dir, report = exports["int8"]
+    micro = load_manifest(out_dir)["micro"]
+    assert micro == report.micro
+    arena = micro["arena"]
+    assert arena["source"] == "measured" and arena["measured"]["exact"]
+    m = arena["measured"]
+    assert m["min_bytes"] < arena["recommended_bytes"] == m["recommended_bytes"]
+    assert arena["recommended_bytes"] <= micro_run.align(m["min_bytes"] * 1.05)
+    assert arena["estimate"]["recommended_bytes"] == estimate_arena(_bytes(exports, "int8")) \
+        .recommended_bytes  # the old estimate stays, labelled
+    h = (out_dir / "model_data.h").read_text()
+    assert f"g_model_data_arena_size = {arena['recommended_bytes']};" in h
+    assert f"is {m['min_bytes']} B" in h and "arena_measured = true;" in h
+    tflm = micro["tflm"]
+    assert tflm["version"] == micro_run.tflm_version() and tflm["num_samples"] == 1000
+    assert tflm["arena_bytes"] == m["min_bytes"]  # every image ran at the minimum arena
+    assert tflm["top1_agreement"] >= 0.98 and tflm["max_abs_diff"] <= 0.05
+    assert tflm["reference"]["exact_match"] >= 0.99  # vs LiteRT's reference kernels
+    assert tflm["latency_ms_per_image"] > 0
+    table = report.table()
+    for word in ("TFLM arena ", "measured: min", "TFLM vs LiteRT", "TFLM vs LiteRT ref",
+                 "TFLM latency host"):
+        assert word in table
+    assert load_manifest(out_dir)["versions"]["tflite-micro"] == tflm["version"]
+
+
+def test_without_tflite_micro_the_arena_is_an_estimate(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(micro_run, "tflm_version", lambda: None)
+    x, y = tiny_data()
+    r = export_tflite(tiny_models["pure"][0], tmp_path / "est", "int8",
+                      representative_data=x[:30], validation_data=(x, y), measure_latency=False)
+    arena = r.micro["arena"]
+    assert arena["source"] == "estimate" and arena["measured"] is None
+    assert arena["recommended_bytes"] == arena["estimate"]["recommended_bytes"]
+    assert r.micro["tflm"] == {"version": None, "note": micro_run.NOT_INSTALLED}
+    assert "TFLite Micro not installed" in r.table() and "TFLM arena (est.)" in r.table()
+    h = (tmp_path / "est" / "model_data.h").read_text()
+    assert "ESTIMATED, not measured" in h and "arena_measured = false;" in h
+    assert load_manifest(tmp_path / "est")["micro"] == r.micro
+
+
 def test_arena_estimate_is_consistent(exports):
     est = estimate_arena(_bytes(exports, "int8"))
     # largest activation: 14x14x24 int8 feature map; two must coexist at the Add
@@ -218,6 +313,7 @@ def test_manifest_round_trip_and_report(exports, model):
     table = report.table()
     for word in ("accuracy TFLite", "TFLM arena", "scale=", "image", "probabilities"):
         assert word in table
+    assert re.search(r"\nint8 purity +pure int8\n", table)
 
 
 def test_load_manifest_errors(exports, tmp_path):

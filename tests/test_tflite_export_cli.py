@@ -13,7 +13,13 @@ from tflite_export import verify as verify_mod  # noqa: E402
 from tflite_export._io import atomic_write_bytes  # noqa: E402
 from tflite_export.__main__ import main as cli_main  # noqa: E402
 
-from tests.tflite_fixtures import LABELS, data, model  # noqa: E402,F401  (fixtures)
+from tests.tflite_fixtures import (  # noqa: E402,F401  (fixtures)
+    LABELS,
+    build_tiny_net,
+    data,
+    model,
+    tiny_data,
+)
 
 
 # ------------------------------------------------------------------ bad inputs
@@ -148,7 +154,7 @@ def test_cli_int8_end_to_end(model, data, tmp_path, capsys):
             "--representative", str(tmp_path / "rep.npz"),
             "--validation", str(tmp_path / "val.npz"), "--labels",
             str(tmp_path / "labels.txt"), "--metadata", str(tmp_path / "meta.json"),
-            "--report-json", str(tmp_path / "report.json")]
+            "--report-json", str(tmp_path / "report.json"), "--micro-samples", "50"]
     assert cli_main(args) == 0
     assert "TFLite export" in capsys.readouterr().out
     assert sorted(os.listdir(out)) == ["labels.txt", "manifest.json", "model.tflite",
@@ -156,5 +162,26 @@ def test_cli_int8_end_to_end(model, data, tmp_path, capsys):
     m = load_manifest(out)
     assert m["flops"] == 42 and m["accuracy"]["num_samples"] == 200
     assert json.loads((tmp_path / "report.json").read_text())[0]["quantization"] == "int8"
+    assert m["int8_purity"]["pure"]
+    if m["micro"]["tflm"]["version"] is not None:  # tflite-micro installed (CI)
+        assert m["micro"]["tflm"]["num_samples"] == 50
+        assert m["micro"]["arena"]["source"] == "measured"
     assert cli_main(args) == 2  # exists now, no --overwrite
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_cli_strict_int8_refuses_float_ops(tmp_path, capsys):
+    path = tmp_path / "ln.keras"
+    build_tiny_net(layer_norm=True).save(path)
+    x, _ = tiny_data()
+    np.savez(tmp_path / "rep.npz", x=x[:30])
+    args = ["--model", str(path), "--quantization", "int8", "--out", str(tmp_path / "o"),
+            "--representative", str(tmp_path / "rep.npz")]
+    assert cli_main(args + ["--strict-int8"]) == 2
+    err = capsys.readouterr().err
+    assert "strict_int8=True" in err and "NEG" in err and not (tmp_path / "o").exists()
+    assert cli_main(args + ["--micro-samples", "0"]) == 2
+    assert "micro_samples" in capsys.readouterr().err
+    assert cli_main(args + ["--strict-int8", "--quantization", "float32"]) == 2
+    assert cli_main(args + ["--no-micro"]) == 0  # listed, not refused
+    assert load_manifest(tmp_path / "o")["int8_purity"]["compute_ops"] == ["NEG"]

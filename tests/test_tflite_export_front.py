@@ -11,7 +11,7 @@ import pytest
 import tips_keras as tips
 from tflite_export import load_manifest, run_tflite
 from tflite_export.__main__ import main as cli_main
-from tips_keras import export
+from tips_keras import extraction as export
 
 from tests.conftest import make_blobs, tiny_supernet
 

@@ -1,7 +1,10 @@
-"""Shared by the tflite_export tests: a tiny plain CNN trained on a Fashion-MNIST subset.
+"""Shared by the tflite_export tests: a tiny plain CNN trained on a Fashion-MNIST subset, and
+untrained 8x8 nets (one pure int8, one with a LayerNormalization left in float) for the TFLite
+Micro and int8-purity tests.
 
 Import the fixtures into a test module (``from tests.tflite_fixtures import data, model``);
-pytest then finds them there. Module scope: each test file trains the CNN once (~10 s).
+pytest then finds them there. Module scope: each test file trains the CNN once (~10 s); the
+8x8 nets convert in about a second each.
 """
 
 import keras
@@ -65,3 +68,42 @@ def model(data):
     m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     m.fit(xtr, ytr, epochs=2, batch_size=64, verbose=0)
     return m
+
+
+# ------------------------------------------------------------ tiny 8x8 models (TFLM, purity)
+def build_tiny_net(layer_norm=False):
+    """8x8x1 -> 3 classes, a few hundred parameters. ``layer_norm=True`` adds the
+    LayerNormalization whose int8 conversion keeps a float NEG between DEQUANTIZE and QUANTIZE."""
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, padding="same", activation=None if layer_norm else "relu")(inp)
+    if layer_norm:
+        x = L.LayerNormalization()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    name = "tiny_layernorm" if layer_norm else "tiny_pure"
+    return keras.Model(inp, L.Dense(3, activation="softmax")(x), name=name)
+
+
+def tiny_data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 8, 8, 1)).astype("float32"), rng.integers(0, 3, n).astype("int64")
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    """Untrained tiny nets and their int8 conversions: ``{"pure"|"layernorm": (model, bytes)}``,
+    plus ``"dynamic"``: dynamic-range bytes (hybrid FULLY_CONNECTED, which TFLM cannot run)."""
+    from tflite_export import convert_model
+
+    keras.utils.set_random_seed(0)
+    x, _ = tiny_data()
+    out = {}
+    for key, ln in (("pure", False), ("layernorm", True)):
+        m = build_tiny_net(ln)
+        out[key] = (m, convert_model(m, "int8", representative_data=x[:30]))
+    L = keras.layers
+    inp = keras.Input((8, 8, 1))
+    dense = keras.Model(inp, L.Dense(3, activation="softmax")(
+        L.Dense(32, activation="relu")(L.Flatten()(inp))))
+    out["dynamic"] = (dense, convert_model(dense, "dynamic"))
+    return out

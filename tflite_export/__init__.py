@@ -9,6 +9,10 @@ report = export_tflite(model, "out/b050", quantization="int8",
 print(report.table())
 ```
 
+int8 exports also list float ops left in the model (``strict_int8=True`` refuses them) and, with
+tflite-micro installed (the ``micro`` extra), run in the TensorFlow Lite Micro interpreter: the
+measured arena goes to ``model_data.h`` and ``manifest.json``.
+
 TensorFlow / Keras are imported lazily (on the first conversion).
 """
 
@@ -32,6 +36,15 @@ from tflite_export.micro import (
     estimate_arena,
     read_c_array,
 )
+from tflite_export.micro_run import (
+    ARENA_MARGIN,
+    MicroArena,
+    measure_arena,
+    run_micro,
+    tflm_version,
+    verify_micro,
+)
+from tflite_export.purity import check_int8_purity, int8_purity
 from tflite_export.report import ExportReport
 from tflite_export.verify import evaluate, inspect_model, list_ops, run_tflite
 
@@ -41,6 +54,8 @@ __all__ = [
     "inspect_model", "list_ops", "run_tflite", "evaluate",
     "check_micro_ops", "estimate_arena", "c_source", "read_c_array",
     "ArenaEstimate", "TFLM_BUILTIN_OPS",
+    "measure_arena", "verify_micro", "run_micro", "tflm_version", "MicroArena", "ARENA_MARGIN",
+    "int8_purity", "check_int8_purity",
     "save_serving_model", "verify_signature",
     "SIGNATURE_KEY", "INPUT_NAME", "OUTPUT_NAME",
 ]

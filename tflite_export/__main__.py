@@ -70,7 +70,13 @@ def add_arguments(p):
     p.add_argument("--metadata", help="JSON file (config, flops, ...)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-micro", action="store_true",
-                   help="int8: skip the TFLM C array and op check")
+                   help="int8: skip the TFLM C array, op check and TFLite Micro run")
+    p.add_argument("--strict-int8", action="store_true",
+                   help="int8: refuse a model that still holds float ops or tensors "
+                        "(default: list them in the report and manifest)")
+    p.add_argument("--micro-samples", type=int, default=1000,
+                   help="int8: validation images run in the TFLite Micro interpreter "
+                        "(default 1000)")
     p.add_argument("--micro-variable", default="g_model_data")
     p.add_argument("--route", default="signature", choices=("signature", "keras"))
     p.add_argument("--report-json", help="also write the report as JSON here")
@@ -182,6 +188,7 @@ def run(args, prog):
                 metadata=job.metadata, overwrite=args.overwrite,
                 micro=False if args.no_micro else None,
                 micro_variable=args.micro_variable, route=args.route,
+                strict_int8=args.strict_int8, micro_samples=args.micro_samples,
             )
 
         if args.front:

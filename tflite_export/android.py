@@ -147,7 +147,7 @@ def labels_text(labels):
 def build_manifest(*, quantization, info, params, num_classes, labels_file=None,
                    flops=None, config=None, accuracy=None, micro=None,
                    metadata=None, latency_ms=None, sha256=None, versions=None,
-                   signature_key=SIGNATURE_KEY):
+                   signature_key=SIGNATURE_KEY, int8_purity=None):
     """Assembles the ``manifest.json`` dict of one export.
 
     The manifest gives an app or a firmware build what it needs without opening the model: the
@@ -165,13 +165,15 @@ def build_manifest(*, quantization, info, params, num_classes, labels_file=None,
         flops: FLOPs (MACs) of the model, or None.
         config: the supernet configuration the model was extracted from, or None.
         accuracy: the `tflite_export.evaluate` dict, or None.
-        micro: the TFLM section (C file names, variable, ops, resolver, arena), or None.
+        micro: the TFLM section (C file names, variable, ops, resolver, arena, TFLite Micro
+            run), or None.
         metadata: extra JSON-able facts, stored under ``"metadata"`` (default ``{}``).
         latency_ms: host-CPU latency of one batch-1 invoke, or None.
         sha256: hex digest of the model file, or None.
         versions: package versions, stored under ``"versions"`` (default ``{}``).
         signature_key: the signature whose names are recorded; its input / output names
             become ``signature_name`` of ``input`` / ``output`` (None when the model lacks it).
+        int8_purity: the `tflite_export.purity.int8_purity` dict of an int8 model, or None.
 
     Returns:
         A JSON-able dict with ``format``, ``format_version``, ``model_file``, ``quantization``,
@@ -207,6 +209,7 @@ def build_manifest(*, quantization, info, params, num_classes, labels_file=None,
         "accuracy": accuracy,
         "latency_ms_host_cpu": latency_ms,
         "micro": micro,
+        "int8_purity": int8_purity,
         "metadata": metadata or {},
         "versions": versions or {},
     }

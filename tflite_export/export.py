@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tflite_export import android, convert, micro as micro_mod, verify
+from tflite_export import android, convert, micro_run, verify
+from tflite_export import micro as micro_mod
+from tflite_export import purity as purity_mod
 from tflite_export._io import atomic_directory, atomic_write_bytes, \
     atomic_write_text, check_output_dir
 from tflite_export.checks import (
@@ -26,7 +28,7 @@ def _versions():
     import importlib.metadata as md
 
     out = {}
-    for dist in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert"):
+    for dist in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "tflite-micro"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -37,13 +39,20 @@ def _versions():
 def export_tflite(model, out_dir, quantization="float32", representative_data=None,
                   validation_data=None, labels=None, metadata=None, overwrite=False,
                   *, micro=None, micro_variable="g_model_data", route="signature",
-                  batch_size=256, measure_latency=True):
+                  batch_size=256, measure_latency=True, strict_int8=False, micro_samples=1000):
     """Converts a plain Keras classifier to TFLite, verifies it and writes a deployable dir.
 
     Every argument is validated before any conversion work; the written ``model.tflite`` is read
     back and checked (output size, named signature, accuracy against Keras when
     ``validation_data`` is given). The directory is built atomically, so a failure leaves
     ``out_dir`` as it was.
+
+    An int8 model is checked for float ops and tensors (``int8_purity`` in the manifest). With
+    ``micro`` and tflite-micro installed (the ``micro`` extra), it also runs in the TensorFlow
+    Lite Micro interpreter (in child processes): the smallest working tensor arena is measured
+    and written, +4 %, to ``model_data.h`` and the manifest, and the first ``micro_samples``
+    validation images are compared with LiteRT. Without tflite-micro the arena is the static
+    estimate, labelled as such.
 
     Args:
         model: single-input, single-output Keras model (no custom layers).
@@ -59,12 +68,18 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
             promoted to top-level manifest fields, the rest kept under
             "metadata".
         overwrite: replace an existing non-empty `out_dir` (default False).
-        micro: write the TFLM C array (`model_data.cc/.h`) and enforce the
-            TFLM op allow-list. Default: True for "int8", else False.
+        micro: write the TFLM C array (`model_data.cc/.h`), enforce the
+            TFLM op allow-list and run the model under TFLM when it is
+            installed. Default: True for "int8", else False.
         micro_variable: C variable name of the array (default g_model_data).
         route: "signature" (named serving signature, default) or "keras".
         batch_size: batch size of the Keras / TFLite comparison (default 256).
         measure_latency: time batch-1 invokes on the host CPU (default True).
+        strict_int8: refuse an int8 model that still holds float ops or
+            tensors (default False: they are only listed). Only with "int8".
+        micro_samples: at most this many validation images run under TFLM
+            (default 1000; TFLM's reference kernels are slow). Without
+            validation data, a few representative samples run.
 
     Returns:
         ExportReport. Files: model.tflite, manifest.json, labels.txt (if
@@ -72,8 +87,11 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
 
     Raises:
         ValueError: an invalid argument (model, quantization, data, labels, metadata,
-            route, ``micro=True`` without int8, a ``micro_variable`` that is not a C
-            identifier) or, with ``micro``, an op TensorFlow Lite Micro lacks.
+            route, ``micro=True`` or ``strict_int8=True`` without int8, a
+            ``micro_variable`` that is not a C identifier, ``micro_samples`` < 1); with
+            ``strict_int8``, a float op left in the int8 model (named); with ``micro``, an
+            op TensorFlow Lite Micro lacks or a model that fails in its interpreter (the
+            message names the op).
         FileExistsError: ``out_dir`` is a file, or a non-empty directory and
             ``overwrite`` is False.
         RuntimeError: the written model's output size, signature or outputs do not
@@ -101,6 +119,14 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
         )
     if micro:
         micro_mod.check_variable_name(micro_variable)
+    if not isinstance(strict_int8, bool) or (strict_int8 and quantization != "int8"):
+        raise ValueError(
+            "Invalid value for argument `strict_int8`. Expected a bool, True only with "
+            f"quantization='int8'. Received: strict_int8={strict_int8!r}, "
+            f"quantization={quantization!r}")
+    if isinstance(micro_samples, bool) or not isinstance(micro_samples, int) or micro_samples < 1:
+        raise ValueError("Invalid value for argument `micro_samples`. Expected an int >= 1. "
+                         f"Received: micro_samples={micro_samples!r}")
     if route not in convert.ROUTES:
         raise ValueError(
             f"Invalid value for argument `route`. Expected one of "
@@ -111,6 +137,11 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
 
     # --- convert (in memory) -------------------------------------------------
     data = convert.convert_model(model, quantization, rep, route=route)
+    purity = None
+    if quantization == "int8":  # float ops left in an int8 model: listed, or refused
+        purity = purity_mod.int8_purity(data)
+        if strict_int8:
+            purity_mod.check_int8_purity(purity)
 
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         files = {}
@@ -137,20 +168,10 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
 
         micro_info = None
         if micro:
-            ops = micro_mod.check_micro_ops(info["ops"])
-            arena = micro_mod.estimate_arena(written)
-            cc, h = micro_mod.c_source(written, micro_variable, MICRO_HEADER,
-                                       ops=ops, arena=arena)
-            atomic_write_text(tmp / MICRO_SOURCE, cc)
-            atomic_write_text(tmp / MICRO_HEADER, h)
+            micro_info = _micro_artefacts(tmp, written, info["ops"], micro_variable,
+                                          _sample(val, rep, input_shape, micro_samples))
             files[MICRO_SOURCE] = (tmp / MICRO_SOURCE).stat().st_size
             files[MICRO_HEADER] = (tmp / MICRO_HEADER).stat().st_size
-            micro_info = {
-                "source": MICRO_SOURCE, "header": MICRO_HEADER,
-                "variable": micro_variable, "length": len(written),
-                "ops": ops, "resolver": micro_mod.resolver_calls(ops),
-                "arena": arena.to_dict(),
-            }
 
         extra = {k: v for k, v in metadata.items() if k not in ("config", "flops")}
         manifest = android.build_manifest(
@@ -159,7 +180,7 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
             flops=metadata.get("flops"), config=metadata.get("config"),
             accuracy=accuracy, micro=micro_info, metadata=extra,
             latency_ms=latency, sha256=hashlib.sha256(written).hexdigest(),
-            versions=_versions(),
+            versions=_versions(), int8_purity=purity,
         )
         android.write_manifest(tmp / android.MANIFEST_FILE, manifest)
         files[android.MANIFEST_FILE] = (tmp / android.MANIFEST_FILE).stat().st_size
@@ -173,14 +194,43 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
             "outputs": manifest["signature"]["outputs"]}},
         files=files, flops=manifest["flops"], accuracy=accuracy,
         latency_ms=latency, micro=micro_info, labels_file=labels_file,
-        config=manifest["config"],
+        config=manifest["config"], int8_purity=purity,
     )
 
 
+def _micro_artefacts(tmp, written, ops, variable, x):
+    """Op check, arena (measured under TFLM when installed) and C files; the manifest section."""
+    ops = micro_mod.check_micro_ops(ops)
+    estimate = micro_mod.estimate_arena(written)
+    measured = None
+    tflm = {"version": None, "note": micro_run.NOT_INSTALLED}
+    if micro_run.tflm_version() is not None:
+        measured = micro_run.measure_arena(written, start_bytes=4 * estimate.recommended_bytes)
+        # Runs at the measured minimum: every image passing proves the minimum is enough.
+        tflm = dict(micro_run.verify_micro(written, x, measured.min_bytes),
+                    version=measured.tflm_version)
+    cc, h = micro_mod.c_source(written, variable, MICRO_HEADER, ops=ops, arena=estimate,
+                               measured=measured)
+    atomic_write_text(tmp / MICRO_SOURCE, cc)
+    atomic_write_text(tmp / MICRO_HEADER, h)
+    return {
+        "source": MICRO_SOURCE, "header": MICRO_HEADER,
+        "variable": variable, "length": len(written),
+        "ops": ops, "resolver": micro_mod.resolver_calls(ops),
+        "arena": {
+            "recommended_bytes": (measured or estimate).recommended_bytes,
+            "source": "measured" if measured else "estimate",
+            "measured": measured.to_dict() if measured else None,
+            "estimate": estimate.to_dict(),
+        },
+        "tflm": tflm,
+    }
+
+
 def _sample(val, rep, input_shape, n=4):
-    """A few float inputs for smoke checks (validation > representative > 0)."""
+    """Up to ``n`` float inputs for checks (validation > representative[:4] > zeros)."""
     if val is not None:
         return val[0][:n]
     if rep is not None:
-        return rep[:n]
+        return rep[:min(n, 4)]
     return np.zeros((1,) + tuple(input_shape), np.float32)

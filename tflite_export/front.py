@@ -2,8 +2,8 @@
 
 ``python -m tflite_export --model supernet.keras --front front.json --budgets 0.25 0.5
 --quantization int8 --out out/`` picks, for each budget, the most accurate point of the Pareto
-front that fits it (`tips_keras.export.select_front`), extracts it as a plain Keras model
-(`tips_keras.export.extract`, with BatchNorm recalibration on training images) and exports it
+front that fits it (`tips_keras.extraction.select_front`), extracts it as a plain Keras model
+(`tips_keras.extraction.extract`, with BatchNorm recalibration on training images) and exports it
 into ``out/<label>/`` (``b025``, ``b050``, ...; absolute budgets > 1 give ``f<FLOPs>``), plus
 ``out/index.json`` listing the budgets.
 
@@ -83,7 +83,7 @@ def _load_supernet(path, usage_error):
     import keras
 
     import tips_keras  # noqa: F401  (registers the gated layers for loading)
-    from tips_keras import topology
+    from tips_keras.supernet import topology
 
     if not path.is_file():
         raise usage_error(f"model file not found: {path}")
@@ -137,8 +137,8 @@ def resolve_front_jobs(args, rep, val, labels, *, load_array, load_json, job_cls
         ``(jobs, rep, val, labels)``: the jobs (out_dir below ``--out``) and the data to use,
         where missing data was filled in with the defaults described in `add_arguments`.
     """
-    from tips_keras import export as tips_export
-    from tips_keras.analytic_flops import cost, flops
+    from tips_keras import extraction as tips_export
+    from tips_keras.supernet.analytic_flops import cost, flops
 
     model = _load_supernet(Path(args.model), usage_error)
     try:

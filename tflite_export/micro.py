@@ -4,8 +4,11 @@
   (allow-list below); otherwise ValueError naming the op(s).
 * `estimate_arena(bytes)`: tensor-arena size estimate (see its docstring).
 * `c_source(bytes, ...)`: `model_data.cc` / `model_data.h` text with
-  `alignas(16) const unsigned char g_model_data[]` and
-  `const unsigned int g_model_data_len`.
+  `alignas(16) const unsigned char g_model_data[]`,
+  `const unsigned int g_model_data_len` and the arena constants
+  `g_model_data_arena_size` / `g_model_data_arena_measured`.
+
+The measured arena (the real TFLM interpreter) lives in `tflite_export.micro_run`.
 """
 
 import hashlib
@@ -21,53 +24,47 @@ from tflite_export.verify import make_interpreter
 # Builtin ops with a TFLM kernel, mapped to the MicroMutableOpResolver method
 # that registers them. Source: tensorflow/tflite-micro,
 # tensorflow/lite/micro/micro_mutable_op_resolver.h at commit
-# 933f830139560b2f9a47b5418439350c728a796f (every `AddBuiltin(BuiltinOperator_X`
-# in the Add* methods). Custom ops (CIRCULAR_BUFFER, ETHOSU,
-# TFLite_Detection_PostProcess) are deliberately left out. Newer TFLM releases
-# add a few ops; extend this table when you move to one.
+# e1a6329fe954f2916e36f4edfa8edf545143425a (every `AddBuiltin(BuiltinOperator_X` in the Add*
+# methods); the same 100 builtins as the kernels of the pinned tflite-micro wheel
+# (0.dev20261023182759, the `micro` extra). Custom ops (CIRCULAR_BUFFER, ETHOSU, the signal
+# library, TFLite_Detection_PostProcess) are deliberately left out. When tflite-micro is
+# installed, `export_tflite` also runs the model in it, which is the final word.
 TFLM_BUILTIN_OPS = {
-    "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN",
-    "ARG_MAX": "AddArgMax", "ARG_MIN": "AddArgMin",
-    "ASSIGN_VARIABLE": "AddAssignVariable",
-    "AVERAGE_POOL_2D": "AddAveragePool2D",
-    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd",
-    "BROADCAST_ARGS": "AddBroadcastArgs", "BROADCAST_TO": "AddBroadcastTo",
-    "CALL_ONCE": "AddCallOnce", "CAST": "AddCast", "CEIL": "AddCeil",
-    "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D",
-    "COS": "AddCos", "CUMSUM": "AddCumSum",
-    "DEPTH_TO_SPACE": "AddDepthToSpace",
-    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
-    "DEQUANTIZE": "AddDequantize", "ELU": "AddElu", "EQUAL": "AddEqual",
-    "EXP": "AddExp", "EXPAND_DIMS": "AddExpandDims", "FILL": "AddFill",
-    "FLOOR": "AddFloor", "FLOOR_DIV": "AddFloorDiv", "FLOOR_MOD": "AddFloorMod",
-    "FULLY_CONNECTED": "AddFullyConnected", "GATHER": "AddGather",
-    "GATHER_ND": "AddGatherNd", "GREATER": "AddGreater",
-    "GREATER_EQUAL": "AddGreaterEqual", "HARD_SWISH": "AddHardSwish",
-    "IF": "AddIf", "L2_NORMALIZATION": "AddL2Normalization",
-    "L2_POOL_2D": "AddL2Pool2D", "LEAKY_RELU": "AddLeakyRelu",
-    "LESS": "AddLess", "LESS_EQUAL": "AddLessEqual", "LOG": "AddLog",
-    "LOGICAL_AND": "AddLogicalAnd", "LOGICAL_NOT": "AddLogicalNot",
-    "LOGICAL_OR": "AddLogicalOr", "LOGISTIC": "AddLogistic",
-    "MAXIMUM": "AddMaximum", "MAX_POOL_2D": "AddMaxPool2D",
-    "MIRROR_PAD": "AddMirrorPad", "MEAN": "AddMean", "MINIMUM": "AddMinimum",
-    "MUL": "AddMul", "NEG": "AddNeg", "NOT_EQUAL": "AddNotEqual",
-    "PACK": "AddPack", "PAD": "AddPad", "PADV2": "AddPadV2",
-    "PRELU": "AddPrelu", "QUANTIZE": "AddQuantize",
-    "READ_VARIABLE": "AddReadVariable", "REDUCE_MAX": "AddReduceMax",
+    "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN", "ARG_MAX": "AddArgMax",
+    "ARG_MIN": "AddArgMin", "ASSIGN_VARIABLE": "AddAssignVariable",
+    "AVERAGE_POOL_2D": "AddAveragePool2D", "BATCH_MATMUL": "AddBatchMatMul",
+    "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "BROADCAST_ARGS": "AddBroadcastArgs",
+    "BROADCAST_TO": "AddBroadcastTo", "CALL_ONCE": "AddCallOnce", "CAST": "AddCast",
+    "CEIL": "AddCeil", "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D",
+    "COS": "AddCos", "CUMSUM": "AddCumSum", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+    "DEPTH_TO_SPACE": "AddDepthToSpace", "DEQUANTIZE": "AddDequantize", "DIV": "AddDiv",
+    "DYNAMIC_UPDATE_SLICE": "AddDynamicUpdateSlice", "ELU": "AddElu",
+    "EMBEDDING_LOOKUP": "AddEmbeddingLookup", "EQUAL": "AddEqual", "EXP": "AddExp",
+    "EXPAND_DIMS": "AddExpandDims", "FILL": "AddFill", "FLOOR": "AddFloor",
+    "FLOOR_DIV": "AddFloorDiv", "FLOOR_MOD": "AddFloorMod",
+    "FULLY_CONNECTED": "AddFullyConnected", "GATHER": "AddGather", "GATHER_ND": "AddGatherNd",
+    "GREATER": "AddGreater", "GREATER_EQUAL": "AddGreaterEqual", "HARD_SWISH": "AddHardSwish",
+    "IF": "AddIf", "L2_NORMALIZATION": "AddL2Normalization", "L2_POOL_2D": "AddL2Pool2D",
+    "LEAKY_RELU": "AddLeakyRelu", "LESS": "AddLess", "LESS_EQUAL": "AddLessEqual",
+    "LOG": "AddLog", "LOGICAL_AND": "AddLogicalAnd", "LOGICAL_NOT": "AddLogicalNot",
+    "LOGICAL_OR": "AddLogicalOr", "LOGISTIC": "AddLogistic", "LOG_SOFTMAX": "AddLogSoftmax",
+    "MAXIMUM": "AddMaximum", "MAX_POOL_2D": "AddMaxPool2D", "MEAN": "AddMean",
+    "MINIMUM": "AddMinimum", "MIRROR_PAD": "AddMirrorPad", "MUL": "AddMul", "NEG": "AddNeg",
+    "NOT_EQUAL": "AddNotEqual", "PACK": "AddPack", "PAD": "AddPad", "PADV2": "AddPadV2",
+    "PRELU": "AddPrelu", "QUANTIZE": "AddQuantize", "READ_VARIABLE": "AddReadVariable",
+    "REDUCE_ALL": "AddReduceAll", "REDUCE_MAX": "AddReduceMax", "REDUCE_MIN": "AddReduceMin",
     "RELU": "AddRelu", "RELU6": "AddRelu6", "RESHAPE": "AddReshape",
     "RESIZE_BILINEAR": "AddResizeBilinear",
-    "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor",
-    "ROUND": "AddRound", "RSQRT": "AddRsqrt", "SHAPE": "AddShape",
+    "RESIZE_NEAREST_NEIGHBOR": "AddResizeNearestNeighbor", "REVERSE_V2": "AddReverseV2",
+    "ROUND": "AddRound", "RSQRT": "AddRsqrt", "SELECT_V2": "AddSelectV2", "SHAPE": "AddShape",
     "SIN": "AddSin", "SLICE": "AddSlice", "SOFTMAX": "AddSoftmax",
-    "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd",
-    "SPACE_TO_DEPTH": "AddSpaceToDepth", "SPLIT": "AddSplit",
-    "SPLIT_V": "AddSplitV", "SQUEEZE": "AddSqueeze", "SQRT": "AddSqrt",
-    "SQUARE": "AddSquare", "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub",
-    "SVDF": "AddSvdf", "TANH": "AddTanh", "TRANSPOSE_CONV": "AddTransposeConv",
-    "TRANSPOSE": "AddTranspose", "UNPACK": "AddUnpack",
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
-    "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile",
-    "ZEROS_LIKE": "AddZerosLike",
+    "SPACE_TO_BATCH_ND": "AddSpaceToBatchNd", "SPACE_TO_DEPTH": "AddSpaceToDepth",
+    "SPLIT": "AddSplit", "SPLIT_V": "AddSplitV", "SQRT": "AddSqrt", "SQUARE": "AddSquare",
+    "SQUARED_DIFFERENCE": "AddSquaredDifference", "SQUEEZE": "AddSqueeze",
+    "STRIDED_SLICE": "AddStridedSlice", "SUB": "AddSub", "SUM": "AddSum", "SVDF": "AddSvdf",
+    "TANH": "AddTanh", "TRANSPOSE": "AddTranspose", "TRANSPOSE_CONV": "AddTransposeConv",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM", "UNPACK": "AddUnpack",
+    "VAR_HANDLE": "AddVarHandle", "WHILE": "AddWhile", "ZEROS_LIKE": "AddZerosLike",
 }
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -272,20 +269,23 @@ def check_variable_name(name):
 
 
 def c_source(model_content, variable_name="g_model_data",
-             header_name="model_data.h", ops=None, arena=None):
+             header_name="model_data.h", ops=None, arena=None, measured=None):
     """C++ source and header embedding a ``.tflite`` as a byte array for TensorFlow Lite Micro.
 
     The ``.cc`` defines ``alignas(16) const unsigned char <var>[]`` and
     ``const unsigned int <var>_len``; the header declares both behind an include guard and, when
-    given, lists the resolver calls for ``ops`` (as comments) and a
-    ``constexpr unsigned int <var>_arena_size`` from ``arena``.
+    given, lists the resolver calls for ``ops`` (as comments) and defines
+    ``constexpr unsigned int <var>_arena_size`` (bytes) next to
+    ``constexpr bool <var>_arena_measured``. With ``measured`` the size is the measured minimum
+    plus its margin; with only ``arena`` it is the estimate, and the comment says so.
 
     Args:
         model_content: the ``.tflite`` flatbuffer (bytes).
         variable_name: C identifier of the array (default ``"g_model_data"``).
         header_name: the header the ``.cc`` includes (default ``"model_data.h"``).
         ops: optional op names for the resolver comment.
-        arena: optional `ArenaEstimate` for the arena-size constant.
+        arena: optional `ArenaEstimate` (the fallback arena size, and named in the comment).
+        measured: optional `tflite_export.micro_run.MicroArena` (the measured arena size).
 
     Returns:
         ``(cc_text, h_text)``.
@@ -323,18 +323,40 @@ def c_source(model_content, variable_name="g_model_data",
         h.append("// Ops used by this model. Register them with:")
         h += [f"//   {line}" for line in resolver_calls(ops)]
         h.append("")
-    if arena is not None:
-        h.append("// Estimated tensor arena size in bytes (tflite_export.micro."
-                 "estimate_arena:")
-        h.append(f"// peak activations {arena.peak_activation_bytes} B + "
-                 f"overhead {arena.overhead_bytes} B, +{int(arena.margin * 100)}% "
-                 "margin). Verify with RecordingMicroInterpreter.")
-        h.append(f"constexpr unsigned int {var}_arena_size = "
-                 f"{arena.recommended_bytes};")
-        h.append("")
+    h += _arena_lines(var, arena, measured)
     h += [f"extern const unsigned char {var}[];",
           f"extern const unsigned int {var}_len;", "", f"#endif  // {guard}", ""]
     return cc, "\n".join(h)
+
+
+def _arena_lines(var, arena, measured):
+    if measured is not None:
+        lines = [
+            "// Tensor arena size in bytes, MEASURED in the TensorFlow Lite Micro interpreter",
+            f"// (tflite-micro {measured.tflm_version}, reference kernels, 64-bit host): the "
+            f"smallest arena",
+            f"// that runs the model is {measured.min_bytes} B; +{measured.margin * 100:g}% "
+            "margin, rounded up to 16 B.",
+        ]
+        if arena is not None:
+            lines.append(f"// (The static estimate was {arena.recommended_bytes} B.)")
+        lines.append("// Optimized kernels (e.g. CMSIS-NN) may need extra scratch: confirm with "
+                     "RecordingMicroInterpreter.")
+        size, flag = measured.recommended_bytes, "true"
+    elif arena is not None:
+        lines = [
+            "// Tensor arena size in bytes, ESTIMATED, not measured (tflite-micro was not "
+            "installed",
+            f"// at export time). tflite_export.micro.estimate_arena: peak activations "
+            f"{arena.peak_activation_bytes} B",
+            f"// + overhead {arena.overhead_bytes} B, +{int(arena.margin * 100)}% margin. "
+            "Verify with RecordingMicroInterpreter.",
+        ]
+        size, flag = arena.recommended_bytes, "false"
+    else:
+        return []
+    return lines + [f"constexpr unsigned int {var}_arena_size = {size};",
+                    f"constexpr bool {var}_arena_measured = {flag};", ""]
 
 
 def read_c_array(cc_text, variable_name="g_model_data"):

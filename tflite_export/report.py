@@ -3,6 +3,8 @@
 import copy
 from dataclasses import asdict, dataclass, field
 
+from tflite_export.purity import describe
+
 
 def _kb(n):
     return f"{n / 1024:.1f} KiB ({n:,} B)"
@@ -33,9 +35,10 @@ class ExportReport:
         flops: ``metadata["flops"]``, or None.
         accuracy: the `tflite_export.evaluate` dict, or None without validation data.
         latency_ms: median host-CPU latency of one batch-1 invoke, or None.
-        micro: the TFLM section of the manifest, or None.
+        micro: the TFLM section of the manifest (ops, arena, TFLite Micro run), or None.
         labels_file: ``"labels.txt"``, or None.
         config: ``metadata["config"]``, or None.
+        int8_purity: the `tflite_export.purity.int8_purity` dict of an int8 export, or None.
 
     Example:
         >>> report = export_tflite(model, "out/b050", "int8", x_train[:500])  # doctest: +SKIP
@@ -56,6 +59,7 @@ class ExportReport:
     micro: object = None
     labels_file: object = None
     config: object = None
+    int8_purity: object = None
 
     def to_dict(self):
         """JSON-able deep copy of every field.
@@ -73,7 +77,7 @@ class ExportReport:
 
         Returns:
             A list of string pairs: size, quantization, params, FLOPs, tensors, signature and ops,
-            then the accuracy, latency and TFLM rows when measured, and the files.
+            then the accuracy, latency, int8 purity and TFLM rows when measured, and the files.
         """
         rows = [
             ("model.tflite", _kb(self.size_bytes)),
@@ -98,12 +102,10 @@ class ExportReport:
             ]
         if self.latency_ms is not None:
             rows.append(("latency host b=1", f"{self.latency_ms:.3f} ms"))
+        if self.int8_purity is not None:
+            rows.append(("int8 purity", describe(self.int8_purity)))
         if self.micro:
-            arena = self.micro["arena"]
-            rows.append(("TFLM arena (est.)", f"{_kb(arena['recommended_bytes'])}  "
-                         f"peak act. {arena['peak_activation_bytes']:,} B"))
-            rows.append(("TFLM C array", f"{self.micro['source']} / {self.micro['header']}"
-                         f"  ({self.micro['variable']})"))
+            rows += _micro_rows(self.micro)
         rows.append(("files", ", ".join(f"{k} ({v:,} B)" for k, v in self.files.items())))
         return rows
 
@@ -125,3 +127,31 @@ class ExportReport:
 
     def __str__(self):
         return self.table()
+
+
+def _micro_rows(micro):
+    arena, tflm = micro["arena"], micro.get("tflm") or {}
+    estimate = arena["estimate"]["recommended_bytes"]
+    if arena["source"] == "measured":
+        m = arena["measured"]
+        rows = [("TFLM arena", f"{_kb(arena['recommended_bytes'])}  measured: min "
+                 f"{m['min_bytes']:,} B + {100 * m['margin']:g} %  (estimate was {estimate:,} B)")]
+    else:
+        rows = [("TFLM arena (est.)", f"{_kb(arena['recommended_bytes'])}  estimate, not "
+                 f"measured; peak act. {arena['estimate']['peak_activation_bytes']:,} B")]
+    if tflm.get("version") is None:
+        rows.append(("TFLM run", tflm.get("note", "not run")))
+    else:
+        ref = tflm["reference"]
+        rows += [
+            ("TFLM vs LiteRT", f"top-1 agreement {100 * tflm['top1_agreement']:.2f} %, max |dp| "
+             f"{tflm['max_abs_diff']:.3g}, identical {100 * tflm['exact_match']:.1f} %  "
+             f"(n={tflm['num_samples']}, arena {tflm['arena_bytes']:,} B)"),
+            ("TFLM vs LiteRT ref", f"top-1 agreement {100 * ref['top1_agreement']:.2f} %, "
+             f"max |dp| {ref['max_abs_diff']:.3g}, identical {100 * ref['exact_match']:.1f} %  "
+             "(LiteRT reference kernels)"),
+            ("TFLM latency host", f"{tflm['latency_ms_per_image']:.3f} ms/image  (tflite-micro "
+             f"{tflm['version']}, reference kernels)"),
+        ]
+    rows.append(("TFLM C array", f"{micro['source']} / {micro['header']}  ({micro['variable']})"))
+    return rows
