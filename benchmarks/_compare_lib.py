@@ -14,13 +14,17 @@ import numpy as np
 import tensorflow as tf
 
 import tips_keras as tips
-from tips_keras import sampling
-from tips_keras.batchnorm import recalibrated
+from tips_keras.training.batchnorm import recalibrated
+from tips_keras.training.schedule import warmup_cosine
 
 LEVELS = (0.10, 0.25, 0.50, 0.75, 1.00)  # FLOPs fractions of the fixed evaluation set
-FIXED_LEVELS = (0.25, 0.50, 1.00)  # separately trained networks
+ALONE_LEVELS = (0.25, 0.50, 1.00)  # fixed configurations also trained alone
+MENU_BUDGETS = (0.25, 0.50, 1.00)  # searched menu configurations also trained alone
 METRIC_LEVELS = (0.25, 0.50, 1.00)  # configurations of the per-epoch convergence metric
 BUDGETS = LEVELS  # budgets of the searched front
+# Every run (supernets and networks trained alone) gets the same learning-rate schedule: the
+# recipe's per-step linear warm-up (5 % of the steps) and cosine decay from the setting's rate.
+SCHEDULE = dict(lr_schedule="cosine", warmup=0.05)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +51,8 @@ class Setting:
 
 
 SETTINGS = {
-    "standard": Setting("standard", (8, 16, 32), 2, train=10000, val=1000, test=5000, epochs=6),
-    "deep": Setting("deep", (8, 16, 32), 4, train=8000, val=1000, test=5000, epochs=8, augment=True,
+    "standard": Setting("standard", (8, 16, 32), 2, train=10000, val=1000, test=5000, epochs=18),
+    "deep": Setting("deep", (8, 16, 32), 4, train=8000, val=1000, test=5000, epochs=16, augment=True,
                     trials=24),
     # --quick: smoke-test sizes (minutes, not results).
     "standard-quick": Setting("standard-quick", (4, 8, 16), 1, train=1024, val=256, test=512,
@@ -59,92 +63,49 @@ SETTINGS = {
                           metric_recal=128, search_val=256, search_recal=128, trials=4),
 }
 
-# TIPS variants run by --tips-variants: name -> TIPSCallback options (the run named "tips" uses the
-# library defaults: p_min/p_max 0.35/0.65, smoothing 0, score "log", coupling 1, 1 path, no
-# signal). The defaults were 0.2/0.8 when the first standard runs were made: those runs are stored
-# as "tips[p20-80]", and the runs made as "tips[p35-65]" (identical options to today's default) as
-# "tips" (see the note in benchmarks/RESULTS.md).
-TIPS_VARIANTS = {
-    "p05-95": {"p_min": 0.05, "p_max": 0.95},
-    "p35-65": {"p_min": 0.35, "p_max": 0.65},
-    "p20-80": {"p_min": 0.2, "p_max": 0.8},
-    "smooth0.5": {"smoothing": 0.5},
-    "score-sum": {"score": "sum"},
-    "coupling0.1": {"coupling": 0.1},
-    "k2-distill": {"paths_per_step": 2, "include_largest": True, "distillation": 0.5},
-    # Training-aware DTMC (tips_keras.signals): each sampled sub-network weighted by its step's
-    # loss / gradient norm relative to the other draws of the same exit.
-    "signal-loss": {"signal": "loss"},
-    "signal-grad": {"signal": "grad_norm"},
-    # Importance read off training, no DTMC (tips_keras.signals.marginal_importance): per gate,
-    # the exit-normalised loss / gradient norm of the draws with it on vs off.
-    "marginal-loss": {"importance": "marginal", "signal": "loss"},
-    "marginal-grad": {"importance": "marginal", "signal": "grad_norm"},
-    "marginal-grad-p20-80": {"importance": "marginal", "signal": "grad_norm", "p_min": 0.2,
-                             "p_max": 0.8},
-    "marginal-grad-largest0.25": {"importance": "marginal", "signal": "grad_norm",
-                                  "largest_prob": 0.25},
-    # One path per step, the largest sub-network on a quarter of the steps: tests at equal
-    # compute the analysis's finding that training the largest path is what decides accuracy.
-    "largest0.25": {"largest_prob": 0.25},
-    # TIPS inside the authors' training loop: the sandwich rule (largest + smallest + 2 paths)
-    # with in-place distillation, the 2 middle paths drawn by importance instead of uniformly.
-    "k4-sandwich-distill": {"paths_per_step": 4, "include_largest": True, "include_smallest": True,
-                            "distillation": 0.5},
+# The runs: name -> (sampler, TIPSCallback options). "tips" and "uniform" are the default recipe
+# with TIPS / uniform draws for the two middle paths (the matched pair); "single_path" is
+# tips-keras 0.1's default rule (one TIPS path per step, its own exit only, no teacher).
+RUNS = {
+    "tips": ("tips", {}),
+    "uniform": ("uniform", {}),
+    "single_path": ("tips", {"recipe": "single_path"}),
 }
-# Baselines with options (--baseline-variants): name -> (sampler, TIPSCallback options).
-BASELINE_VARIANTS = {
-    "sandwich[distill]": ("sandwich", {"distillation": 0.5}),
-    # Uniform sampling with the largest path on a quarter of the steps (the TIPS sampler with a
-    # flat P(on) = 0.5 is the uniform sampler plus the option).
-    "uniform[largest0.25]": ("tips", {"p_min": 0.5, "p_max": 0.5, "largest_prob": 0.25}),
+# --variants: ablations of the recipe and of the TIPS rule (1 seed is enough to look; 3 to claim).
+VARIANTS = {
+    "tips[distill0]": ("tips", {"distillation": 0.0}),
+    "tips[distill1]": ("tips", {"distillation": 1.0}),
+    "tips[exits-active]": ("tips", {"exits": "active"}),
+    "tips[k6]": ("tips", {"paths_per_step": 6}),
+    "uniform[k6]": ("uniform", {"paths_per_step": 6}),
+    "tips[ema-weights]": ("tips", {"final_weights": "ema"}),
+    "tips[p20-80]": ("tips", {"p_min": 0.2, "p_max": 0.8}),
+    "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
+    "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
+    "uniform[single_path]": ("uniform", {"recipe": "single_path"}),
+    "sandwich[single_path-distill]": ("sandwich", {"recipe": "single_path", "distillation": 0.5}),
 }
-# The baseline that isolates each variant's sampling rule: same paths per step, same distillation.
+# The baseline that isolates each run's sampling rule: same recipe, uniform draws.
 MATCHED_BASELINE = {
-    "tips[k4-sandwich-distill]": "sandwich[distill]",
-    "tips[largest0.25]": "uniform[largest0.25]",
-    "tips[marginal-grad-largest0.25]": "uniform[largest0.25]",
+    "single_path": "uniform[single_path]",
+    "tips[k6]": "uniform[k6]",
 }
-DEFAULT_VARIANTS = ("p05-95", "p20-80", "score-sum", "k2-distill", "signal-loss", "signal-grad",
-                    "marginal-loss", "marginal-grad", "marginal-grad-p20-80", "marginal-grad-largest0.25",
-                    "largest0.25", "k4-sandwich-distill")
-
-
-class FixedSampler(sampling.Sampler):
-    """Always the same configuration: trains one fixed network ("separately trained" baseline).
-
-    Skipped branches are not computed and get zero gradients, so training the supernet on one
-    configuration is training that network from scratch (Adam leaves zero-gradient weights
-    unchanged, and they are never used by the configuration).
-    """
-
-    name = "fixed"
-
-    def __init__(self, space, config):
-        super().__init__(space, paths_per_step=1)
-        self.config = space.canonical(space.resolve(config))
-        self.vector = self.config.to_vector()[None, :]
-        self.gate_probs = np.asarray(self.config.gates, dtype=float)
-        self.exit_probs = np.eye(space.num_exits)[self.config.exit]
-
-    def sample(self, rng):
-        return self.vector.copy()
 
 
 @dataclasses.dataclass
 class RunSpec:
-    """One training run: ``group`` is "sampler", "variant" or "fixed"."""
+    """One supernet training run: ``name``, the sampler and the `TIPSCallback` options."""
 
     name: str
-    group: str
-    sampler: str = None
+    sampler: str
     options: dict = dataclasses.field(default_factory=dict)
-    level: float = None  # FLOPs level of a fixed network
 
     def paths_per_step(self):
-        if self.sampler == "sandwich":
-            return self.options.get("paths_per_step", 4)
-        return self.options.get("paths_per_step", 1)
+        recipe = tips.training.recipes.resolve_recipe(self.options.get("recipe", "anytime"),
+                                                      {k: v for k, v in self.options.items()
+                                                       if k in tips.training.recipes.RECIPES["anytime"]},
+                                                      self.sampler)
+        return recipe["paths_per_step"]
 
 
 def build_model(setting):
@@ -239,6 +200,10 @@ class Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         train_time, cpu_time = time.perf_counter() - self._start, time.process_time() - self._cpu
         start = time.perf_counter()
+        if self.evaluate is None:  # a network trained alone: times only
+            self.rows.append({"epoch": epoch + 1, "train_time": train_time, "cpu_time": cpu_time,
+                              "loss": float((logs or {}).get("loss", np.nan))})
+            return
         accs = [self.evaluate(c) for c in self.metric_configs]
         row = {"epoch": epoch + 1, "train_time": train_time, "cpu_time": cpu_time,
                "loss": float((logs or {}).get("loss", np.nan)), "metric": float(np.mean(accs)),
@@ -251,21 +216,14 @@ class Progress(keras.callbacks.Callback):
 
 
 def train_run(spec, setting, splits, seed, configs, label):
-    """Trains one supernet (or fixed network) and returns (model, record)."""
+    """Trains one supernet and returns (model, accuracy function, record)."""
     keras.utils.set_random_seed(seed)
     model = build_model(setting)
-    steps = math.ceil(setting.train / setting.batch)
-    schedule = keras.optimizers.schedules.CosineDecay(setting.lr, steps * setting.epochs, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
-    options = dict(spec.options)
-    if spec.group == "fixed":
-        vector = configs[spec.level][0]
-        callback = tips.TIPSCallback(sampler=lambda space: FixedSampler(space, as_config(vector)),
-                                     seed=seed)
-        metric_configs = [as_config(vector)]
-    else:
-        callback = tips.TIPSCallback(sampler=spec.sampler, seed=seed, **options)
-        metric_configs = [as_config(configs[level][0]) for level in METRIC_LEVELS]
+    model.compile(optimizer=keras.optimizers.Adam(setting.lr), loss="sparse_categorical_crossentropy")
+    options = dict(SCHEDULE, **spec.options)
+    callback = tips.TIPSCallback(sampler=spec.sampler, seed=seed, report_configs=(),
+                                 recalibration_data=splits.x_train[: setting.recal], **options)
+    metric_configs = [as_config(configs[level][0]) for level in METRIC_LEVELS]
     accuracy = Accuracy(model)
     xv, yv = splits.x_val[: setting.metric_val], splits.y_val[: setting.metric_val]
     xr = splits.x_train[: setting.metric_recal]
@@ -273,10 +231,45 @@ def train_run(spec, setting, splits, seed, configs, label):
                         setting.epochs)
     model.fit(make_dataset(splits.x_train, splits.y_train, setting, seed), epochs=setting.epochs,
               callbacks=[callback, progress], verbose=0, shuffle=False)  # tf.data shuffles
-    record = {"name": spec.name, "group": spec.group, "seed": seed, "level": spec.level,
-              "paths_per_step": spec.paths_per_step(), "options": options, "epochs": progress.rows,
-              "tips_history": callback.history}
+    record = {"name": spec.name, "group": "supernet", "seed": seed, "sampler": spec.sampler,
+              "paths_per_step": callback.sampler.paths_per_step, "options": spec.options,
+              "epochs": progress.rows, "tips_history": callback.history,
+              "important_paths": {str(b): None if c is None else c.to_vector().tolist()
+                                  for b, c in callback.important_paths.items()}}
     return model, accuracy, record
+
+
+class _StepSchedule(keras.callbacks.Callback):
+    """The recipe's learning-rate schedule for a plain model (same function, same steps)."""
+
+    def __init__(self, base, epochs, steps):
+        super().__init__()
+        self.base, self.epochs, self.steps = base, epochs, steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        total = self.epochs * self.steps
+        self.model.optimizer.learning_rate = self.base * warmup_cosine(
+            self.epoch * self.steps + batch, total, round(SCHEDULE["warmup"] * total))
+
+
+def train_alone(vector, setting, splits, seed, label):
+    """The configuration ``vector`` as a plain Keras network (`tips.extract` of a fresh supernet
+    with the seed's initial weights), trained alone on the same data, epochs, batches and schedule;
+    returns its record with the test accuracy (its own BatchNorm statistics, as deployed)."""
+    keras.utils.set_random_seed(seed)
+    net = tips.extract(build_model(setting), as_config(vector), recalibrate_data=None)
+    net.compile(optimizer=keras.optimizers.Adam(setting.lr), loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"])
+    steps = math.ceil(setting.train / setting.batch)
+    timer = Progress(label, None, [], setting.epochs)
+    net.fit(make_dataset(splits.x_train, splits.y_train, setting, seed), epochs=setting.epochs, verbose=0, shuffle=False,
+            callbacks=[_StepSchedule(setting.lr, setting.epochs, steps), timer])
+    accuracy = float(net.evaluate(splits.x_test, splits.y_test, batch_size=256, verbose=0)[1])
+    print(f"  {label}: test {accuracy:.4f}", flush=True)
+    return {"vector": [float(v) for v in vector], "seed": seed, "test_acc": accuracy, "epochs": timer.rows}
 
 
 def evaluate_fixed(model, accuracy, setting, splits, configs, levels=None):
@@ -295,10 +288,12 @@ def _search_candidates(model, accuracy, setting, splits, seed, oracle="random"):
     from tips_keras.search import ExitSearch
 
     xr = splits.x_train[: setting.search_recal]
+    smallest = tips.flops(model, "smallest") / tips.flops(model, "largest")
+    budgets = [b for b in BUDGETS if b >= smallest]  # the search refuses budgets nothing fits
     with tempfile.TemporaryDirectory(prefix="tips_compare_search_") as directory:
         search = ExitSearch(model, validation_data=(splits.x_val[: setting.search_val],
                                                     splits.y_val[: setting.search_val]),
-                            budgets=list(BUDGETS), max_trials=setting.trials, oracle=oracle,
+                            budgets=budgets, max_trials=setting.trials, oracle=oracle,
                             directory=directory, project_name="front", overwrite=True,
                             recalibration_data=xr, recalibration_batches=1,
                             recalibration_batch_size=len(xr), seed=seed, progress=False)
@@ -351,14 +346,13 @@ def searched_front(method, model, accuracy, setting, splits, seed, oracle, test_
             flops = tips.flops(model, as_config(vector))
             candidates.append((vector, flops, accuracy(as_config(vector), xv, yv, xs, len(xs))))
     full = float(tips.flops(model, "largest"))
+    smallest = float(tips.flops(model, "smallest"))
     xr = splits.x_train[: setting.recal]
     rows = []
     for budget in BUDGETS:
-        fits = [c for c in candidates if c[1] <= budget * full + 1e-6]
-        if not fits:  # counts as 0 in the front statistics
-            rows.append({"budget": budget, "vector": None, "flops_frac": 0.0, "val_acc": None,
-                         "test_acc": 0.0})
+        if budget * full + 1e-6 < smallest:  # no configuration of this architecture fits: no row
             continue
+        fits = [c for c in candidates if c[1] <= budget * full + 1e-6]
         vector, flops, val_acc = max(fits, key=lambda c: (c[2], -c[1]))
         key = tuple(float(v) for v in vector)
         if key not in test_cache:

@@ -50,52 +50,88 @@ def _steady_times(rows):
     return np.asarray(times)
 
 
-def summarize(records, levels, num_classes, target=None, matched=None):
-    """Per run name: fixed-set / front / convergence / time statistics over seeds; paired
-    differences against uniform (``comparisons``) and against each run's ``matched`` baseline."""
+def _alone_lookup(alone):
+    return {(a["seed"], tuple(float(v) for v in a["vector"])): a["test_acc"] for a in alone}
+
+
+def summarize(records, alone, levels, configs, num_classes, target=None, matched=None,
+              alone_levels=(0.25, 0.5, 1.0), menu_budgets=(0.25, 0.5, 1.0)):
+    """Per supernet run name: fixed-set / front / convergence / time statistics over seeds; the
+    gap to the same networks trained alone (fixed configurations and searched menu, paired by
+    seed); paired differences against uniform (``comparisons``) and each ``matched`` baseline."""
     names = list(dict.fromkeys(r["name"] for r in records))
     by = {n: [r for r in records if r["name"] == n] for n in names}
-    supernets = [n for n in names if by[n][0]["group"] != "fixed"]
-    main = [n for n in supernets if by[n][0]["group"] == "sampler"]
-    final = {n: np.mean([r["epochs"][-1]["metric"] for r in by[n]]) for n in supernets}
-    if target is None and main:  # documented rule: 90 % of the best final mean metric, floored
-        target = float(np.floor(0.9 * max(final[n] for n in main) * 100) / 100)
+    lookup = _alone_lookup(alone)
+    final = {n: np.mean([r["epochs"][-1]["metric"] for r in by[n]]) for n in names}
+    if target is None and names:  # documented rule: 90 % of the best final mean metric, floored
+        target = float(np.floor(0.9 * max(final.values()) * 100) / 100)
     uniform_time = None
     if "uniform" in by:
         uniform_time = float(np.mean([_steady_times(r["epochs"]).sum() for r in by["uniform"]]))
-    out = {"target": target, "uniform_wall_time": uniform_time, "runs": {}}
+    out = {"target": target, "uniform_wall_time": uniform_time, "runs": {}, "alone": {}}
+    for level in alone_levels:
+        key = tuple(float(v) for v in configs[level][0])
+        out["alone"][str(level)] = {str(seed): acc for (seed, vec), acc in lookup.items() if vec == key}
     for n in names:
         runs = by[n]
         s = {"group": runs[0]["group"], "seeds": [r["seed"] for r in runs],
-             "paths_per_step": runs[0]["paths_per_step"], "level": runs[0]["level"]}
+             "paths_per_step": runs[0]["paths_per_step"]}
         s["fixed"] = {str(l): [r["fixed_test"].get(str(l)) for r in runs] for l in levels}
-        per_seed = [np.mean(list(r["fixed_test"].values())) for r in runs]
-        s["fixed_mean_per_seed"] = per_seed
+        s["fixed_mean_per_seed"] = [np.mean(list(r["fixed_test"].values())) for r in runs]
         s["epoch_time"] = [float(np.median(_steady_times(r["epochs"]))) for r in runs]
         s["epoch_cpu"] = [float(np.median([e.get("cpu_time", np.nan) for e in r["epochs"][1:]]
                                           or [np.nan])) for r in runs]
         s["total_time"] = [float(sum(e["train_time"] for e in r["epochs"])) for r in runs]
         s["metric"] = [[e["metric"] for e in r["epochs"]] for r in runs]
         s["cum_time"] = [np.cumsum(_steady_times(r["epochs"])).tolist() for r in runs]
-        if s["group"] != "fixed":
-            s["front"] = {str(b["budget"]): [] for b in runs[0]["front"]}
+        s["front"] = {str(b["budget"]): [] for b in runs[0]["front"]}
+        for r in runs:
+            for row in r["front"]:
+                s["front"].setdefault(str(row["budget"]), []).append(row["test_acc"])
+        s["front_mean"] = [float(np.mean([b["test_acc"] for b in r["front"]])) for r in runs]
+        s["front_auc"] = [front_auc(r["front"]) for r in runs]
+        s["epochs_to_target"] = [next((e["epoch"] for e in r["epochs"] if e["metric"] >= target), None)
+                                 for r in runs]
+        if uniform_time is not None:
+            s["metric_at_uniform_time"] = [
+                float(np.interp(uniform_time, [0.0] + c, [1.0 / num_classes] + m))
+                for c, m in zip(s["cum_time"], s["metric"])]
+        s["gap_fixed"] = {str(l): [r["fixed_test"][str(l)] - lookup[(r["seed"], tuple(float(v) for v in configs[l][0]))]
+                                   for r in runs if (r["seed"], tuple(float(v) for v in configs[l][0])) in lookup]
+                          for l in alone_levels}
+        s["gap_menu"] = {}
+        for budget in menu_budgets:
+            diffs = []
             for r in runs:
-                for row in r["front"]:
-                    s["front"].setdefault(str(row["budget"]), []).append(row["test_acc"])
-            s["front_mean"] = [float(np.mean([b["test_acc"] for b in r["front"]])) for r in runs]
-            s["front_auc"] = [front_auc(r["front"]) for r in runs]
-            s["epochs_to_target"] = [next((e["epoch"] for e in r["epochs"] if e["metric"] >= target), None)
-                                     for r in runs]
-            if uniform_time is not None:
-                s["metric_at_uniform_time"] = [
-                    float(np.interp(uniform_time, [0.0] + c, [1.0 / num_classes] + m))
-                    for c, m in zip(s["cum_time"], s["metric"])]
+                row = next((b for b in r["front"] if b["budget"] == budget), None)
+                if row and row["vector"] is not None and (r["seed"], tuple(row["vector"])) in lookup:
+                    diffs.append(row["test_acc"] - lookup[(r["seed"], tuple(row["vector"]))])
+            s["gap_menu"][str(budget)] = diffs
         out["runs"][n] = s
-    out["comparisons"] = {n: paired_diff(out["runs"], n, "uniform") for n in supernets
+    out["comparisons"] = {n: paired_diff(out["runs"], n, "uniform") for n in names
                           if n != "uniform" and "uniform" in out["runs"]}
     out["matched"] = {n: dict(paired_diff(out["runs"], n, ref), ref=ref)
                       for n, ref in (matched or {}).items() if n in out["runs"] and ref in out["runs"]}
     return out
+
+
+def goal_lines(summary):
+    """The issue's goal figures as plain sentences: gap to the networks trained alone (mean over
+    the levels, worst level) and TIPS vs uniform inside the same recipe."""
+    lines = []
+    for n, s in summary["runs"].items():
+        for kind in ("fixed", "menu"):
+            gaps = {k: np.mean(v) * 100 for k, v in s[f"gap_{kind}"].items() if v}
+            if gaps:
+                worst = min(gaps, key=gaps.get)
+                lines.append(f"{n}: {kind} configurations vs trained alone: mean gap "
+                             f"{np.mean(list(gaps.values())):+.2f} pp, worst level {float(worst):.0%} "
+                             f"{gaps[worst]:+.2f} pp (goal: mean >= -1, none below -2)")
+    for n in summary["comparisons"]:
+        lines.append(verdict(summary, n))
+    for n, c in summary["matched"].items():
+        lines.append(verdict(summary, n, c["ref"], key="matched"))
+    return "\n".join(lines)
 
 
 def front_auc(front):
@@ -157,12 +193,25 @@ def write_markdown(path, summary, meta, configs):
           "|---|---|" + "---|" * (len(levels) + 1)]
     for n, s in runs.items():
         cells = [ms(s["fixed"][str(l)], 100) for l in levels]
-        mean = ms(s["fixed_mean_per_seed"], 100) if s["group"] != "fixed" else "—"
-        L.append(f"| {n} | {s['paths_per_step']} | " + " | ".join(cells) + f" | {mean} |")
-    L += ["", "## Summary", "", SUMMARY_HEADER, "|---|---|---|---|---|---|---|---|"]
+        L.append(f"| {n} | {s['paths_per_step']} | " + " | ".join(cells) + f" | {ms(s['fixed_mean_per_seed'], 100)} |")
+    alone = summary["alone"]
+    L.append("| trained alone | 1 | " + " | ".join(ms(list(alone[str(l)].values()), 100) if str(l) in alone else "—"
+                                                 for l in levels) + " | — |")
+    L += ["", "## Supernet vs the same networks trained alone (pp, supernet − alone, paired by seed)", "",
+          "Goal: mean over the levels >= -1 pp, no level below -2 pp.", ""]
+    for kind, title in (("fixed", "fixed configurations"), ("menu", "searched menu (best validation "
+                                                                   "configuration per budget)")):
+        keys = list(next(iter(runs.values()))[f"gap_{kind}"]) if runs else []
+        L += [f"{title}:", "", "| supernet |" + "".join(f" {float(k):.0%} |" for k in keys) + " mean |",
+              "|---|" + "---|" * (len(keys) + 1)]
+        for n, s in runs.items():
+            gaps = s[f"gap_{kind}"]
+            means = [np.mean(v) for v in gaps.values() if v]
+            L.append(f"| {n} | " + " | ".join(ms(gaps[k], 100) for k in keys)
+                     + f" | {np.mean(means) * 100:+.2f} |" if means else f"| {n} |" + " — |" * (len(keys) + 1))
+        L.append("")
+    L += ["## Summary", "", SUMMARY_HEADER, "|---|---|---|---|---|---|---|---|"]
     for n, s in runs.items():
-        if s["group"] == "fixed":
-            continue
         reached = [e for e in s["epochs_to_target"] if e is not None]
         ett = (f"{np.mean(reached):.1f} ({len(reached)}/{len(s['seeds'])} reached)" if reached
                else f"not reached (0/{len(s['seeds'])})")
@@ -177,15 +226,14 @@ def write_markdown(path, summary, meta, configs):
         L += ["## Against the baseline with the same paths per step and distillation", ""]
         L += [f"- {verdict(summary, n, c['ref'], key='matched')}" for n, c in summary["matched"].items()]
         L += [""]
-    budgets = list(next((s["front"] for s in runs.values() if "front" in s), {}))
+    budgets = list(next((s["front"] for s in runs.values()), {}))
     L += [f"## Searched front: test accuracy (%) of the best validation configuration per budget "
           f"({meta['front_method']})", "",
           FRONT_HEADER + "".join(f" ≤{float(b):.0%} |" for b in budgets) + " mean | AUC |",
           "|---|" + "---|" * (len(budgets) + 2)]
     for n, s in runs.items():
-        if "front" in s:
-            L.append(f"| {n} | " + " | ".join(ms(s["front"][b], 100) for b in budgets)
-                     + f" | {ms(s['front_mean'], 100)} | {ms(s['front_auc'], 100)} |")
+        L.append(f"| {n} | " + " | ".join(ms(s["front"][b], 100) for b in budgets)
+                 + f" | {ms(s['front_mean'], 100)} | {ms(s['front_auc'], 100)} |")
     L += ["", "## What TIPS samples (final epoch, mean over seeds; per epoch in results.json)", ""]
     for n, imp in meta["importance"].items():
         L += [f"- {n}: importance " + ", ".join(f"{g} {v:.2f}" for g, v in imp["importance"].items()),
@@ -249,22 +297,19 @@ def plot_all(out_dir, summary, records, configs, levels):
     colors = dict(zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4))
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     x = [configs[l][2] for l in levels]
-    for n, s in runs.items():
-        if s["group"] == "fixed":
-            fl = float(s["level"])
-            v = np.array(s["fixed"][str(fl)], float) * 100
+    for i, (level, accs) in enumerate(summary["alone"].items()):
+        v = np.array(list(accs.values()), float) * 100
+        if v.size:
             for ax in (a0, a1):
-                ax.errorbar([configs[fl][2]], [v.mean()], yerr=[v.std()], fmt="ks", ms=6, capsize=3,
-                            label="separately trained" if fl == 1.0 else None)
-            continue
+                ax.errorbar([configs[float(level)][2]], [v.mean()], yerr=[v.std()], fmt="ks", ms=6,
+                            capsize=3, label="trained alone (fixed set)" if i == 0 else None)
+    for n, s in runs.items():
         y = np.array([s["fixed"][str(l)] for l in levels], float) * 100
-        a0.errorbar(x, y.mean(1), yerr=y.std(1), marker="o", capsize=3, color=colors[n], label=n,
-                    ls="-" if s["group"] == "sampler" else ":")
+        a0.errorbar(x, y.mean(1), yerr=y.std(1), marker="o", capsize=3, color=colors[n], label=n)
         fr = [r for r in records if r["name"] == n]
         fx = np.array([[b["flops_frac"] for b in r["front"]] for r in fr]).mean(0)
         fy = np.array([[b["test_acc"] for b in r["front"]] for r in fr]) * 100
-        a1.errorbar(fx, fy.mean(0), yerr=fy.std(0), marker="o", capsize=3, color=colors[n], label=n,
-                    ls="-" if s["group"] == "sampler" else ":")
+        a1.errorbar(fx, fy.mean(0), yerr=fy.std(0), marker="o", capsize=3, color=colors[n], label=n)
     a0.set_title("fixed configurations (test, BN recalibrated)")
     a1.set_title("searched front: best validation config per budget (test)")
     for ax in (a0, a1):
@@ -276,12 +321,10 @@ def plot_all(out_dir, summary, records, configs, levels):
 
     fig, (b0, b1) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
     for n, s in runs.items():
-        if s["group"] == "fixed":
-            continue
         m = np.array(s["metric"]) * 100
         ep = np.arange(1, m.shape[1] + 1)
         t = np.array(s["cum_time"]).mean(0)
-        ls = "-" if s["group"] == "sampler" else ":"
+        ls = "-"
         for ax, xs in ((b0, ep), (b1, t)):
             ax.plot(xs, m.mean(0), marker="o", ms=3, ls=ls, color=colors[n], label=n)
             ax.fill_between(xs, m.mean(0) - m.std(0), m.mean(0) + m.std(0), color=colors[n], alpha=0.15)

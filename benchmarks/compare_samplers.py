@@ -12,7 +12,7 @@ idle 2-core CPU; every 1-path TIPS variant adds about 7 minutes, every 4-path on
 per-run train and eval times are in results.json). `--resume` continues an interrupted run or adds
 variants / seeds to a finished one.
 
-What is measured. The same anytime ResNet supernet (`tips_keras.zoo.anytime_resnet`) is trained on
+What is measured. The same anytime ResNet supernet (`tips_keras.supernet.zoo.anytime_resnet`) is trained on
 Fashion-MNIST (fixed train/val/test split) with each sampler (`TIPSCallback(sampler=...)`) with
 identical epochs, batches, Adam + cosine learning-rate schedule and seeds (`--seeds`, >= 3 for
 results). Sandwich trains 4 paths per step (largest + smallest + 2 random), the others 1. Then:
@@ -60,7 +60,6 @@ import _compare_report as report  # noqa: E402
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
 
-SAMPLERS = tips.sampling.SAMPLERS
 
 
 def parse_args(argv):
@@ -68,16 +67,15 @@ def parse_args(argv):
     p.add_argument("--setting", choices=("standard", "deep"), default="standard")
     p.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (< 5 min), not results")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds (default 0 1 2; quick: 0)")
-    p.add_argument("--samplers", nargs="+", choices=SAMPLERS, default=list(SAMPLERS))
-    p.add_argument("--tips-variants", nargs="?", const=",".join(lib.DEFAULT_VARIANTS), default=None,
-                   help=f"comma-separated TIPS variants (default {','.join(lib.DEFAULT_VARIANTS)}; "
-                        f"known: {','.join(lib.TIPS_VARIANTS)}, or all)")
-    p.add_argument("--baseline-variants", nargs="?", const=",".join(lib.BASELINE_VARIANTS), default=None,
-                   help=f"comma-separated baselines with options (default: all: {','.join(lib.BASELINE_VARIANTS)})")
-    p.add_argument("--no-separate", action="store_true", help="skip the separately trained networks")
+    p.add_argument("--runs", nargs="+", choices=tuple(lib.RUNS), default=list(lib.RUNS))
+    p.add_argument("--variants", nargs="?", const="all", default=None,
+                   help=f"comma-separated ablations (all: {','.join(lib.VARIANTS)})")
+    p.add_argument("--no-alone", action="store_true", help="skip the networks trained alone")
     p.add_argument("--epochs", type=int, default=None, help="override the setting's epochs")
     p.add_argument("--front", choices=tuple(lib.FRONT_METHODS), default="auto")
-    p.add_argument("--search-oracle", choices=("random", "tips"), default="random")
+    p.add_argument("--search-oracle", choices=("random", "tips"), default="tips",
+                   help="oracle of the front search (default tips: it starts from the important "
+                        "paths a TIPS supernet stored, and is guided by the importance otherwise)")
     p.add_argument("--target", type=float, default=None,
                    help="convergence target accuracy (default: 0.9 x best final mean metric, floored)")
     p.add_argument("--out", default=None, help="output folder (default benchmarks/, deep: benchmarks/deep)")
@@ -91,20 +89,36 @@ def parse_args(argv):
 
 
 def run_specs(args):
-    specs = [lib.RunSpec(s, "sampler", s) for s in args.samplers]
-    names = args.tips_variants.split(",") if args.tips_variants else []
-    for name in list(lib.TIPS_VARIANTS) if names == ["all"] else names:
-        if name not in lib.TIPS_VARIANTS:
-            raise SystemExit(f"Unknown TIPS variant {name!r}. Known: {', '.join(lib.TIPS_VARIANTS)}")
-        specs.append(lib.RunSpec(f"tips[{name}]", "variant", "tips", dict(lib.TIPS_VARIANTS[name])))
-    for name in args.baseline_variants.split(",") if args.baseline_variants else []:
-        if name not in lib.BASELINE_VARIANTS:
-            raise SystemExit(f"Unknown baseline variant {name!r}. Known: {', '.join(lib.BASELINE_VARIANTS)}")
-        sampler, options = lib.BASELINE_VARIANTS[name]
-        specs.append(lib.RunSpec(name, "variant", sampler, dict(options)))
-    if not args.no_separate:
-        specs += [lib.RunSpec(f"separate-{l:.0%}", "fixed", level=l) for l in lib.FIXED_LEVELS]
+    specs = [lib.RunSpec(name, *lib.RUNS[name]) for name in args.runs]
+    names = args.variants.split(",") if args.variants else []
+    for name in list(lib.VARIANTS) if names == ["all"] else names:
+        if name not in lib.VARIANTS:
+            raise SystemExit(f"Unknown variant {name!r}. Known: {', '.join(lib.VARIANTS)}")
+        sampler, options = lib.VARIANTS[name]
+        specs.append(lib.RunSpec(name, sampler, dict(options)))
     return specs
+
+
+def alone_todo(records, alone, configs, seeds, done_seeds):
+    """(seed, vector, why) of the networks still to train alone: the fixed configurations of
+    ALONE_LEVELS, and the searched menu configuration of every supernet at MENU_BUDGETS."""
+    have = {(a["seed"], tuple(a["vector"])) for a in alone}
+    todo = []
+    for seed in seeds:
+        if seed not in done_seeds:
+            continue
+        wanted = [(configs[level][0], f"fixed {level:.0%}") for level in lib.ALONE_LEVELS]
+        for r in records:
+            if r["seed"] == seed:
+                for row in r["front"]:
+                    if row["budget"] in lib.MENU_BUDGETS and row["vector"] is not None:
+                        wanted.append((row["vector"], f"{r['name']} menu {row['budget']:.0%}"))
+        for vector, why in wanted:
+            key = (seed, tuple(float(v) for v in vector))
+            if key not in have:
+                have.add(key)
+                todo.append((seed, [float(v) for v in vector], why))
+    return todo
 
 
 def main(argv=None):
@@ -124,54 +138,62 @@ def main(argv=None):
     full_flops = tips.flops(probe, "largest")
     specs = run_specs(args)
     json_path = os.path.join(args.out, "results.json")
-    records = []
+    records, alone = [], []
     if args.resume and os.path.exists(json_path):
         with open(json_path) as f:
             old = json.load(f)
         if old.get("setting") == setting.name:
-            records = old["records"]
+            records, alone = old["records"], old.get("alone", [])
     done = {(r["name"], r["seed"]) for r in records}
     todo = [(seed, spec) for seed in args.seeds for spec in specs if (spec.name, seed) not in done]
     print(f"[compare] setting {setting.name}: {len(space.gate_names)} gates, {space.num_exits} exits, "
           f"{len(space.all_vectors(limit=1 << 20))} configurations, full FLOPs {full_flops:,}; "
-          f"{len(todo)} runs x {setting.epochs} epochs ({len(records)} resumed)", flush=True)
+          f"{len(todo)} supernet runs x {setting.epochs} epochs ({len(records)} resumed)", flush=True)
     del probe
+
+    def save(partial=True):
+        report.write_json(json_path, {"setting": setting.name, "records": records, "alone": alone,
+                                      "partial": partial})
+
     for i, (seed, spec) in enumerate(todo):
         label = f"[{i + 1}/{len(todo)}] {spec.name} seed {seed}"
         print(f"{label}: training (paths/step {spec.paths_per_step()}, options {spec.options})", flush=True)
         keras.backend.clear_session()
         model, accuracy, rec = lib.train_run(spec, setting, splits, seed, configs, label)
         t0 = time.perf_counter()
-        levels = [spec.level] if spec.group == "fixed" else list(lib.LEVELS)
-        fixed = lib.evaluate_fixed(model, accuracy, setting, splits, configs, levels)
+        fixed = lib.evaluate_fixed(model, accuracy, setting, splits, configs, list(lib.LEVELS))
         rec["fixed_test"] = {str(l): a for l, a in fixed.items()}
-        if spec.group != "fixed":
-            cache = {tuple(float(v) for v in configs[l][0]): a for l, a in fixed.items()}
-            rec["front"], rec["front_candidates"] = lib.searched_front(
-                args.front, model, accuracy, setting, splits, seed, args.search_oracle, cache,
-                anchors=[configs[l][0] for l in lib.LEVELS])
+        cache = {tuple(float(v) for v in configs[l][0]): a for l, a in fixed.items()}
+        rec["front"], rec["front_candidates"] = lib.searched_front(
+            args.front, model, accuracy, setting, splits, seed, args.search_oracle, cache,
+            anchors=[configs[l][0] for l in lib.LEVELS])
         rec["eval_time"] = time.perf_counter() - t0
         print(f"{label}: test " + " ".join(f"{float(l):.0%}:{a:.4f}" for l, a in fixed.items())
-              + (f"  front mean {np.mean([b['test_acc'] for b in rec['front']]):.4f}" if "front" in rec else "")
+              + f"  front mean {np.mean([b['test_acc'] for b in rec['front']]):.4f}"
               + f"  (eval {rec['eval_time']:.1f}s)", flush=True)
         records.append(rec)
-        report.write_json(json_path, {"setting": setting.name, "records": records, "partial": True})
+        save()
+    if not args.no_alone:
+        seeds_done = {r["seed"] for r in records}
+        pending = alone_todo(records, alone, configs, args.seeds, seeds_done)
+        for i, (seed, vector, why) in enumerate(pending):
+            label = f"[alone {i + 1}/{len(pending)}] {why} seed {seed}"
+            keras.backend.clear_session()
+            alone.append(dict(lib.train_alone(vector, setting, splits, seed, label), why=why))
+            save()
 
-    summary = report.summarize(records, lib.LEVELS, len(splits.class_names), args.target,
+    summary = report.summarize(records, alone, lib.LEVELS, configs, len(splits.class_names), args.target,
                                matched=lib.MATCHED_BASELINE)
-    meta = build_meta(args, argv, setting, space, full_flops, configs, records, start, load_start)
+    meta = build_meta(args, argv, setting, space, full_flops, configs, records, alone, start, load_start)
     report.write_markdown(os.path.join(args.out, "RESULTS.md"), summary, meta, configs)
     report.plot_all(args.out, summary, records, configs, list(lib.LEVELS))
     report.write_json(json_path, {"setting": setting.name, "meta": meta, "summary": summary,
                                   "configs": {str(l): {"vector": v, "flops": f, "fraction": fr}
                                               for l, (v, f, fr) in configs.items()},
-                                  "records": records, "partial": False})
+                                  "records": records, "alone": alone, "partial": False})
     with open(os.path.join(args.out, "RESULTS.md")) as f:
         print("\n" + f.read())
-    for name in summary["comparisons"]:
-        print(report.verdict(summary, name), flush=True)
-    for name, c in summary["matched"].items():
-        print(report.verdict(summary, name, c["ref"], key="matched"), flush=True)
+    print(report.goal_lines(summary), flush=True)
     print(f"[compare] done in {time.perf_counter() - start:.0f} s; outputs in {args.out}")
 
 
@@ -181,49 +203,54 @@ def run_seconds(records):
                for r in records)
 
 
-def build_meta(args, argv, setting, space, full_flops, configs, records, start, load_start):
-    s = setting
-    tips_names = list(dict.fromkeys(r["name"] for r in records if r["name"].startswith("tips")))
-    importance = {}
-    for n in tips_names:
+def _importance(records):
+    out = {}
+    for n in dict.fromkeys(r["name"] for r in records if r["sampler"] == "tips"):
         hist = report.mean_history([r for r in records if r["name"] == n])
-        importance[n] = {"importance": hist[-1]["importance"], "gate_probs": hist[-1]["gate_probs"]}
+        if hist:
+            out[n] = {"importance": hist[-1]["importance"], "gate_probs": hist[-1]["gate_probs"]}
+    return out
+
+
+def build_meta(args, argv, setting, space, full_flops, configs, records, alone, start, load_start):
+    s = setting
     setup = {
-        "model": f"anytime_resnet(widths={s.widths}, blocks_per_stage={s.blocks}): "
-                 f"{space.num_gates} gates, {space.num_exits} exits, full FLOPs {full_flops:,} MACs",
+        "model": f"anytime_resnet(widths={s.widths}, blocks_per_stage={s.blocks}), convolutional early "
+                 f"exit heads: {space.num_gates} gates, {space.num_exits} exits, full FLOPs {full_flops:,} MACs",
         "data": f"Fashion-MNIST, train {s.train}, validation {s.val}, test {s.test} (split seed 0)",
         "augmentation": ("RandomTranslation(0.1) + RandomFlip(horizontal) + RandomZoom(0.1) in tf.data"
                          if s.augment else "none"),
-        "training": f"{s.epochs} epochs, batch {s.batch}, Adam, cosine decay from {s.lr} (alpha 0.05), "
-                    f"same optimizer steps for every sampler",
+        "training": f"{s.epochs} epochs, batch {s.batch}, Adam {s.lr}, per-step linear warm-up over 5 % "
+                    f"of the steps then cosine decay to 0 (the recipe's schedule) for every run, the "
+                    f"networks trained alone included",
         "seeds": " ".join(map(str, args.seeds)) + " (init, shuffling, augmentation, path draws)",
-        "BN recalibration": f"test: {s.recal} training images in passes of {s.recal_batch}; metric: "
-                            f"{s.metric_recal}; search: {s.search_recal}",
+        "BN recalibration": f"supernets: test {s.recal} training images in passes of {s.recal_batch}; "
+                            f"metric {s.metric_recal}; search {s.search_recal}. Networks trained alone: "
+                            f"their own statistics",
         "convergence metric": f"mean validation accuracy ({s.metric_val} images) of the "
                               f"{'/'.join(f'{l:.0%}' for l in lib.METRIC_LEVELS)} configurations",
         "front": f"method {args.front}, oracle {args.search_oracle}, {s.trials} trials, validation "
                  f"{s.search_val} images, budgets {', '.join(f'{b:.0%}' for b in lib.BUDGETS)}",
         "machine": f"{os.cpu_count()} CPU cores, load average at start {load_start:.1f}; this "
-                   f"invocation {time.perf_counter() - start:.0f} s; all {len(records)} runs (with "
-                   f"--resume, over several invocations) {run_seconds(records) / 60:.0f} min of "
-                   f"training + evaluation",
+                   f"invocation {time.perf_counter() - start:.0f} s; all {len(records)} supernet runs "
+                   f"and {len(alone)} networks trained alone (with --resume, over several invocations) "
+                   f"{(run_seconds(records) + run_seconds(alone)) / 60:.0f} min of training + evaluation",
     }
     notes = [
-        "Std is over seeds (ddof 0); TIPS vs uniform differences are paired by seed.",
-        "Equal wall time: no extra runs; every curve of the convergence metric is interpolated at "
-        "uniform's mean training wall time (epoch 1's graph tracing replaced by the median later "
-        "epoch; chance accuracy at time 0). A sampler that finishes earlier keeps its final value.",
-        "Sandwich (4 paths/step) and tips[k2-distill] (2 paths) do k forward/backward passes per "
-        "step: equal epochs means equal optimizer steps, not equal compute.",
-        "Separately trained networks: the supernet trained on one fixed configuration "
-        "(FixedSampler); skipped blocks are not computed and get zero gradients (Adam leaves them "
-        "unchanged), so this is that network trained from scratch.",
+        "Std is over seeds (ddof 0); differences are paired by seed.",
+        "Networks trained alone: the configuration extracted as a plain Keras model (tips.extract) "
+        "from a supernet with the seed's initial weights, trained with the same data, epochs, batches "
+        "and learning-rate schedule, one forward/backward pass per step. Equal epochs means equal "
+        "data, not equal compute: the recipe trains 4 paths per step.",
+        "Menu: per budget, the configuration with the best validation accuracy among the searched "
+        "candidates (recalibrated); it is trained alone with the same seed and compared on test.",
         "Front AUC: trapezoid of test accuracy over the budget fractions divided by their span "
-        "(an average accuracy over the FLOPs range); budgets with no fitting configuration count 0.",
+        "(an average accuracy over the FLOPs range) over the budgets at or above the smallest "
+        "configuration.",
         "Exhaustive front fallback: all configurations if <= 4 x trials, else a FLOPs-stratified "
         "subset of that size (recalibrating every one of thousands is not affordable).",
-        "Convergence target: --target, else 90 % of the best final mean metric of the four "
-        "baselines, floored to 0.01.",
+        "Convergence target: --target, else 90 % of the best final mean metric of the main runs, "
+        "floored to 0.01.",
         "TIPS starts from P(on) = 0.5 for every gate, and path draws depend only on (seed, epoch, "
         "batch): in epoch 1 TIPS and uniform train exactly the same paths (a paired start).",
         "Wall times depend on the load of the machine (load average above); per-epoch CPU times "
@@ -233,7 +260,7 @@ def build_meta(args, argv, setting, space, full_flops, configs, records, start, 
     command = "cd <repo> && .venv/bin/python benchmarks/compare_samplers.py " + shlex.join(shown)
     return {"setting": setting.name, "quick": args.quick, "command": command.rstrip(), "setup": setup,
             "notes": notes, "levels": list(lib.LEVELS), "front_method": args.front,
-            "importance": importance, "gate_min_exit": [int(e) for e in space.gate_min_exit],
+            "importance": _importance(records), "gate_min_exit": [int(e) for e in space.gate_min_exit],
             "sizes": lib.dataclasses.asdict(setting)}
 
 

@@ -1,10 +1,12 @@
-"""Issue-2 figures: callback overhead, DTMC update time, small vs full sub-network step time.
+"""Training cost figures: the recipe vs the old rule vs plain fit, DTMC update, sub-network steps.
 
 Run:  .venv/bin/python benchmarks/core_benchmark.py [--quick] [--sections 1 2 3]
 
-1. Per-epoch wall time of model.fit with TIPSCallback (1 path per step) divided by plain
-   model.fit of the full network (same data, batch size; first epoch excluded: tracing). Median of
-   3 runs. Also with a sampler fixed to the largest configuration (pure callback overhead).
+1. Per-epoch wall and CPU time (``time.process_time``) of ``model.fit``: the full network as a
+   plain Keras model (``tips.extract(model, "largest")``), the supernet with the default recipe
+   (``TIPSCallback()``: 4 paths per step, every reached exit, EMA teacher), with tips-keras 0.1's
+   rule (``recipe="single_path"``), and with uniform draws in both. Same data, batch 128; first
+   epoch excluded (tracing); variants interleaved, median of 3 runs, ratios to plain fit.
 2. DTMC epoch update (importance from T = 2,000 sampled sub-networks) on a ~40-node supernet.
 3. Per-epoch time of training only the smallest / a middle / the largest configuration: a skipped
    branch is not computed (graph conditional), so time follows FLOPs.
@@ -23,18 +25,20 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
-from tips_keras import data, sampling  # noqa: E402
+from tips_keras import data  # noqa: E402
+from tips_keras.training import sampling  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
-        self.times = []
+        self.times, self.cpu = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._cpu = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self._start)
+        self.cpu.append(time.process_time() - self._cpu)
 
 
 class FixedSampler(sampling.Sampler):
@@ -56,11 +60,15 @@ def build(widths, blocks):
     return model
 
 
-def epoch_time(x, y, epochs, widths, blocks, callback_factory, draws=None):
-    """Median epoch time (epochs 2..); with ``draws``, also appends the mean MACs of 2,000 paths
-    drawn from the trained callback's final sampler (what an epoch would train next)."""
+def epoch_time(x, y, epochs, widths, blocks, callback_factory, draws=None, plain=False):
+    """Median (wall, CPU) epoch time (epochs 2..); with ``draws``, also appends the mean MACs of
+    2,000 paths drawn from the trained callback's final sampler (what an epoch would train next).
+    ``plain``: train ``tips.extract(model, "largest")``, a plain Keras model, without callback."""
     keras.utils.set_random_seed(0)
     model = build(widths, blocks)
+    if plain:
+        model = tips.extract(model, "largest", recalibrate_data=None)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timer = EpochTimer()
     callbacks = [timer] + ([callback_factory()] if callback_factory else [])
     model.fit(x, y, batch_size=128, epochs=epochs, callbacks=callbacks, verbose=0)
@@ -68,37 +76,40 @@ def epoch_time(x, y, epochs, widths, blocks, callback_factory, draws=None):
         sampler = callbacks[-1].sampler
         vectors = np.concatenate([sampler.sample(np.random.default_rng([7, i])) for i in range(2000)])
         draws.append(float(np.mean([m for m, _ in tips.analytic_flops.cost_vectors(model, vectors)])))
-    return statistics.median(timer.times[1:])  # first epoch includes tracing
+    return statistics.median(timer.times[1:]), statistics.median(timer.cpu[1:])  # epoch 1: tracing
 
 
 def overhead_table(x, y, runs, epochs, widths, blocks):
     variants = {
-        "plain fit, full network": None,
-        "TIPSCallback(tips), 1 path": lambda: tips.TIPSCallback(sampler="tips"),
-        "TIPSCallback(uniform), 1 path": lambda: tips.TIPSCallback(sampler="uniform"),
-        "TIPSCallback, fixed largest": lambda: tips.TIPSCallback(sampler=lambda s: FixedSampler(s, "largest")),
+        "plain Keras model, full network": None,
+        "TIPSCallback() (recipe, tips)": lambda: tips.TIPSCallback(sampler="tips"),
+        "TIPSCallback(uniform) (recipe)": lambda: tips.TIPSCallback(sampler="uniform"),
+        "recipe='single_path' (tips, old default)": lambda: tips.TIPSCallback(sampler="tips", recipe="single_path"),
+        "recipe='single_path', uniform": lambda: tips.TIPSCallback(sampler="uniform", recipe="single_path"),
     }
     results = {name: [] for name in variants}
     macs = {name: [] for name in variants}
     load = [os.getloadavg()[0]]
     for _ in range(runs):  # interleaved: a change of machine load hits every variant alike
         for name, factory in variants.items():
-            results[name].append(epoch_time(x, y, epochs, widths, blocks, factory, macs[name]))
+            results[name].append(epoch_time(x, y, epochs, widths, blocks, factory, macs[name],
+                                            plain=factory is None))
         load.append(os.getloadavg()[0])
-    base = statistics.median(results["plain fit, full network"])
-    print(f"\n## 1. fit wall time per epoch ({len(x)} images, batch 128, median of {runs} interleaved "
+    base = [statistics.median(t[i] for t in results["plain Keras model, full network"]) for i in (0, 1)]
+    print(f"\n## 1. fit time per epoch ({len(x)} images, batch 128, median of {runs} interleaved "
           f"runs, epochs 2..{epochs}; 1-min load average {min(load):.1f}..{max(load):.1f})")
-    print(f"{'variant':<32} {'s/epoch':>8} {'ratio to plain':>15}  runs")
+    print(f"{'variant':<42} {'wall s':>7} {'cpu s':>7} {'wall/plain':>10} {'cpu/plain':>9}  wall per run")
     for name, times in results.items():
-        print(f"{name:<32} {statistics.median(times):>8.2f} {statistics.median(times) / base:>15.3f}  "
-              + " ".join(f"{t:.2f}" for t in times))
-    tips_name, uniform_name = "TIPSCallback(tips), 1 path", "TIPSCallback(uniform), 1 path"
-    ratios = [t / u for t, u in zip(results[tips_name], results[uniform_name])]
-    print(f"\ntips / uniform, s/epoch: {statistics.median(results[tips_name]) / statistics.median(results[uniform_name]):.3f}"
-          f" (per interleaved run: {' '.join(f'{r:.3f}' for r in ratios)})")
-    print(f"tips / uniform, mean MACs of the paths their final samplers draw (analytic, 2,000 draws): "
-          f"{statistics.mean(macs[tips_name]) / statistics.mean(macs[uniform_name]):.3f}"
-          f" ({statistics.mean(macs[tips_name]):,.0f} vs {statistics.mean(macs[uniform_name]):,.0f})")
+        wall, cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
+        print(f"{name:<42} {wall:>7.2f} {cpu:>7.2f} {wall / base[0]:>10.2f} {cpu / base[1]:>9.2f}  "
+              + " ".join(f"{t[0]:.2f}" for t in times))
+    for pair in (("TIPSCallback() (recipe, tips)", "recipe='single_path' (tips, old default)"),
+                 ("TIPSCallback() (recipe, tips)", "TIPSCallback(uniform) (recipe)"),
+                 ("recipe='single_path' (tips, old default)", "recipe='single_path', uniform")):
+        a, b = (results[n] for n in pair)
+        print(f"{pair[0]} / {pair[1]}: wall {statistics.median(x[0] / y[0] for x, y in zip(a, b)):.2f}, "
+              f"cpu {statistics.median(x[1] / y[1] for x, y in zip(a, b)):.2f} (median of per-run ratios); "
+              f"mean MACs of the drawn paths {statistics.mean(macs[pair[0]]) / statistics.mean(macs[pair[1]]):.2f}")
 
 
 def dtmc_table(repeats=5):
@@ -106,7 +117,7 @@ def dtmc_table(repeats=5):
     topo = model.topology
     callback = tips.TIPSCallback()
     callback.set_model(model)
-    sampler = sampling.get_sampler("uniform", model.config_space)
+    sampler = sampling.get_sampler("uniform", model.config_space, paths_per_step=4)
     vectors = np.concatenate([sampler.sample(np.random.default_rng([0, i])) for i in range(2000)])
     times = []
     for _ in range(repeats):
@@ -127,8 +138,9 @@ def subnet_table(x, y, runs, epochs, widths, blocks):
     print(f"{'config':<9} {'FLOPs ratio':>11} {'s/epoch':>8} {'time ratio':>10}")
     base = None
     for name, config in configs.items():
-        factory = lambda c=config: tips.TIPSCallback(sampler=lambda s: FixedSampler(s, c))  # noqa: E731
-        t = statistics.median([epoch_time(x, y, epochs, widths, blocks, factory) for _ in range(runs)])
+        factory = lambda c=config: tips.TIPSCallback(sampler=lambda s: FixedSampler(s, c),  # noqa: E731
+                                                     recipe="single_path")
+        t = statistics.median([epoch_time(x, y, epochs, widths, blocks, factory)[0] for _ in range(runs)])
         base = base or t
         print(f"{name:<9} {tips.flops(model, config) / full:>11.3f} {t:>8.2f} {t / base:>10.3f}")
 

@@ -29,7 +29,7 @@ tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfigu
 import keras  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
-from tips_keras.batchnorm import recalibrated  # noqa: E402
+from tips_keras.training.batchnorm import recalibrated  # noqa: E402
 
 
 def load(name):

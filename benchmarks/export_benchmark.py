@@ -4,7 +4,7 @@ Trains (or loads from ``benchmarks/.cache/``) ``tips.zoo.anytime_resnet((28, 28,
 widths=(16, 32, 64), blocks_per_stage=2)`` on Fashion-MNIST with `tips.TIPSCallback`, picks one
 configuration per FLOPs budget (a small random search: candidates under the budget ranked by
 analytic FLOPs, the few largest evaluated on validation images after BatchNorm recalibration),
-extracts each (`tips_keras.export.extract`, recalibrated), exports float32 and full-int8 TFLite
+extracts each (`tips_keras.extraction.extract`, recalibrated), exports float32 and full-int8 TFLite
 (`tflite_export.export_tflite`) and prints per budget:
 
 * Keras float test accuracy and TFLite int8 test accuracy (goal: drop <= 1 point);
@@ -38,9 +38,9 @@ import numpy as np  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
 from tips_keras import data as tips_data  # noqa: E402
-from tips_keras import export  # noqa: E402
-from tips_keras.analytic_flops import cost_vectors  # noqa: E402
-from tips_keras.batchnorm import recalibrated  # noqa: E402
+from tips_keras import extraction as export  # noqa: E402
+from tips_keras.supernet.analytic_flops import cost_vectors  # noqa: E402
+from tips_keras.training.batchnorm import recalibrated  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 BUDGETS = (0.25, 0.5, 0.75, 1.0)

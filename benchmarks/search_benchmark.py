@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
 from tips_keras import data as data_lib  # noqa: E402
-from tips_keras.batchnorm import recalibrated  # noqa: E402
+from tips_keras.training.batchnorm import recalibrated  # noqa: E402
 from tips_keras.search import (ConfigEvaluator, ConfigTuner, ExitSearch, ParetoFront,  # noqa: E402
                                SearchSpace, get_oracle)
 from tips_keras.search.front import make_point  # noqa: E402

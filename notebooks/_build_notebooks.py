@@ -179,11 +179,11 @@ else:  # 01_quickstart has not run: train and search a small supernet here
                            recalibration_data=splits.x_train[:512]).run().to_json(front_path)
     model.save(supernet_path)'''),
     new_markdown_cell(
-        "## 1. Extract the best configuration per budget\n\n`tips.export.extract_front` picks, "
+        "## 1. Extract the best configuration per budget\n\n`tips.extraction.extract_front` picks, "
         "for each budget, the most accurate front point that fits and rebuilds it as a plain "
         "functional model with no tips_keras layers: it is smaller and faster, not just masked."),
     new_code_cell('''\
-items = tips.export.extract_front(model, front_path, budgets=EXPORT_BUDGETS,
+items = tips.extraction.extract_front(model, front_path, budgets=EXPORT_BUDGETS,
                                   recalibrate_data=splits.x_train[:1024])
 for item in items:
     sub, point = item["model"], item["point"]
@@ -197,7 +197,9 @@ for item in items:
         "integer quantization on training images (int8 input and output), runs the model in the "
         "LiteRT interpreter on the test split, and writes `model.tflite`, `manifest.json`, "
         "`labels.txt` and, for int8, the TFLite Micro C array `model_data.cc/.h` (after checking "
-        "every op against the TFLM allow-list). Everything is written atomically."),
+        "every op against the TFLM allow-list and running the model in the TFLite Micro "
+        "interpreter, section 4). The `int8 purity` row lists any float op left in the int8 "
+        "model (`strict_int8=True` refuses such a model). Everything is written atomically."),
     new_code_cell('''\
 out_root = os.path.join(ARTIFACTS, "tflite")
 reports = {}
@@ -246,6 +248,54 @@ print(open(os.path.join(bundle, "model_data.cc")).read()[:400], "...")'''),
     new_code_cell('''\
 manifest = load_manifest(bundle)  # validated: refuses a bundle with missing or inconsistent fields
 print(json.dumps(manifest, indent=2)[:1500])'''),
+    new_markdown_cell(
+        "## 4. Run it in the TensorFlow Lite Micro interpreter\n\nWith `tflite-micro` installed "
+        "(the `micro` extra), `export_tflite` ran every int8 export in the TFLite Micro reference "
+        "interpreter, in child processes since a too-small arena can crash the process: it "
+        "searched the smallest tensor arena that runs (16-byte steps), wrote it +4 % to "
+        "`model_data.h` (`g_model_data_arena_size`) and the manifest, and ran the test images "
+        "through TFLM at that minimum, comparing with LiteRT. Without `tflite-micro` the arena "
+        "is the old static estimate, labelled as such."),
+    new_code_cell('''\
+for label, report in reports.items():
+    arena, tflm = report.micro["arena"], report.micro["tflm"]
+    if arena["source"] != "measured":
+        print(f"{label}: {tflm['note']}")
+        continue
+    m = arena["measured"]
+    print(f"{label}: arena {m['min_bytes']:,} B measured (smallest that runs), "
+          f"{arena['recommended_bytes']:,} B written (+{m['margin']:.0%}); "
+          f"the static estimate said {arena['estimate']['recommended_bytes']:,} B")
+    print(f"      TFLM vs LiteRT on {tflm['num_samples']} test images: top-1 agreement "
+          f"{tflm['top1_agreement']:.1%}, max |dp| {tflm['max_abs_diff']:.4f} (identical to "
+          f"LiteRT's reference kernels on {tflm['reference']['exact_match']:.1%}); "
+          f"{tflm['latency_ms_per_image']:.2f} ms per image on this host (reference kernels)")'''),
+    new_markdown_cell(
+        "The same run by hand with `tflite_micro`, using the measured arena from the manifest "
+        "(a smaller one could crash this kernel)."),
+    new_code_cell('''\
+from tflite_export import tflm_version
+
+if tflm_version() is None:
+    print("tflite-micro is not installed: pip install --pre tflite-micro (or the `micro` extra)")
+else:
+    from tflite_micro.python.tflite_micro import runtime
+
+    arena_size = manifest["micro"]["arena"]["recommended_bytes"]
+    with open(os.path.join(bundle, "model.tflite"), "rb") as f:
+        micro = runtime.Interpreter.from_bytes(f.read(), arena_size=arena_size)
+    q = micro.get_input_details(0)["quantization_parameters"]
+    scale, zero = float(q["scales"][0]), int(q["zero_points"][0])
+    x, y = splits.x_test[:200], splits.y_test[:200]
+    micro_predicted = []
+    for image in x:
+        micro.set_input(np.clip(np.round(image[None] / scale) + zero, -128, 127).astype(np.int8), 0)
+        micro.invoke()
+        micro_predicted.append(int(np.argmax(micro.get_output(0))))
+    micro_predicted = np.array(micro_predicted)
+    print(f"TFLite Micro, arena {arena_size:,} B: accuracy {np.mean(micro_predicted == y):.3f} on "
+          f"{len(x)} test images; same class as LiteRT (section 2) on "
+          f"{np.mean(micro_predicted == np.array(predicted)):.1%}")'''),
     new_markdown_cell(
         "From a shell, the same export for several budgets at once (all built in a staging "
         "directory, moved into place together):\n\n"

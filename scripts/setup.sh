@@ -21,7 +21,7 @@ fi
 echo "[setup] creating .venv with $($PYTHON --version)"
 "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,micro]"  # micro: the TFLite Micro interpreter
 # Optional QAT stack (tf_keras + tfmot) without pulling a second TensorFlow wheel.
 .venv/bin/python -m pip install -q --no-deps tf-keras==2.21.0 tensorflow-model-optimization==0.8.1 dm-tree mock
 echo "$want" > "$stamp"

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import tips_keras as tips
-from tips_keras import analytic_flops as flops_lib
+from tips_keras.supernet import analytic_flops as flops_lib
 from tests.conftest import tiny_supernet
 
 

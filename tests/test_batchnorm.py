@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tips_keras as tips
-from tips_keras.batchnorm import batchnorm_layers, recalibrate_batchnorm, recalibrated
+from tips_keras.training.batchnorm import Recalibrator, batchnorm_layers, recalibrate_batchnorm, recalibrated
 from tests.conftest import tiny_supernet
 
 
@@ -14,7 +14,8 @@ def trained(blobs):
     keras.utils.set_random_seed(0)
     model = tiny_supernet()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(blobs[0], blobs[1], batch_size=32, epochs=6, callbacks=[tips.TIPSCallback(sampler="sandwich", n_random=1)], verbose=0)
+    model.fit(blobs[0], blobs[1], batch_size=32, epochs=6, verbose=0,
+              callbacks=[tips.TIPSCallback(sampler="sandwich", recipe="single_path", n_random=1)])
     return model
 
 
@@ -22,7 +23,7 @@ def test_statistics_equal_the_exact_average_of_batch_statistics(trained, blobs):
     x = blobs[0][:64]
     recalibrate_batchnorm(trained, "smallest", x, batch_size=32, max_batches=2)
     stem = trained.get_layer("stem_bn")
-    features = keras.Model(trained.inputs, trained.get_layer("stem_conv").output)
+    features = keras.Model(trained.inputs[0], trained.get_layer("stem_conv").output)
     means = [features(x[i : i + 32]).numpy().mean(axis=(0, 1, 2)) for i in (0, 32)]
     np.testing.assert_allclose(stem.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-6)
 
@@ -49,6 +50,32 @@ def test_recalibration_helps_small_configurations(trained, blobs):
             gains.append(trained.evaluate(xv, yv, verbose=0)[1] - plain)
     # 128 validation images: one image is 0.008.
     assert min(gains) >= 0 and np.mean(gains) > 0.1, gains
+
+
+def test_one_trace_for_every_configuration_and_save_restore(trained, blobs):
+    recal = Recalibrator(trained, blobs[0][:96], batch_size=32, batches=3)
+    assert recal.num_images == 96
+    stem = trained.get_layer("stem_bn")
+    shared = stem.moving_mean.numpy().copy()
+    seen = []
+    for config in ("largest", "smallest", (1, [0, 1, 1, 0]), "largest"):
+        with recal.applied(config):
+            seen.append(stem.moving_mean.numpy().copy())
+        np.testing.assert_array_equal(stem.moving_mean.numpy(), shared)  # restored each time
+    assert recal.trace_count == 1
+    np.testing.assert_allclose(seen[0], seen[3], atol=1e-6)  # same data, same configuration
+    np.testing.assert_allclose(seen[0], seen[1], atol=1e-6)  # the stem sees the same inputs always
+    assert trained.get_active_config() == trained.config_space.largest()
+
+
+def test_frozen_batchnorm_is_recalibrated_and_stays_frozen(blobs):
+    model = tiny_supernet()
+    stem = model.get_layer("stem_bn")
+    stem.trainable = False  # transfer learning: Keras 3 would run it in inference mode
+    before = stem.moving_mean.numpy().copy()
+    assert recalibrate_batchnorm(model, "smallest", blobs[0][:64]) > 0
+    assert not np.array_equal(stem.moving_mean.numpy(), before)
+    assert stem.trainable is False and not stem.trainable_weights
 
 
 def test_bad_arguments(trained):

@@ -1,70 +1,100 @@
-"""TIPSCallback inside model.fit."""
+"""TIPSCallback inside model.fit: the recipe, TIPS importance, deployed validation metrics."""
+
+import csv
 
 import keras
 import numpy as np
 import pytest
 
 import tips_keras as tips
-from tips_keras.batchnorm import recalibrated
 from tests.conftest import tiny_supernet
+from tips_keras.training import callback as callback_lib
+from tips_keras.training import optimizer as optimizer_lib
+from tips_keras.training.batchnorm import recalibrated
+from tips_keras.training.schedule import warmup_cosine
 
 
 @pytest.mark.parametrize("sampler", ["tips", "uniform", "sandwich", "stochastic_depth"])
-def test_fit_with_each_sampler_records_paths_and_logs_importance(sampler, supernet, blobs):
+def test_default_recipe_with_each_sampler(sampler, supernet, blobs):
     x, y, xv, yv = blobs
     callback = tips.TIPSCallback(sampler=sampler, seed=1)
     history = supernet.fit(x[:96], y[:96], batch_size=32, epochs=1, validation_data=(xv[:32], yv[:32]),
                            callbacks=[callback], verbose=0)
-    names = supernet.config_space.gate_names
-    assert set(callback.importance) == set(names)
-    assert all(0.0 <= v <= 1.0 for v in callback.importance.values())
-    for name in names:
+    space = supernet.config_space
+    assert [len(r) for r in callback._records] == [4] * 3  # sandwich: largest, smallest + 2 drawn
+    for paths in callback._records:
+        np.testing.assert_array_equal(paths[0], space.largest().to_vector())
+        np.testing.assert_array_equal(paths[1], space.smallest().to_vector())
+    assert set(callback.importance) == set(space.gate_names)
+    for name in space.gate_names:
         assert history.history[f"importance/{name}"] == [pytest.approx(callback.importance[name])]
-    expected_k = 4 if sampler == "sandwich" else 1
-    assert [len(r) for r in callback._records] == [expected_k] * 3
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(supernet.controller.importance), [callback.importance[n] for n in names], atol=1e-6
-    )
-    assert supernet.get_active_config() == supernet.config_space.largest()  # eval_config after fit
+    for key in ("val_largest_accuracy", "val_smallest_accuracy", "val_accuracy"):
+        assert len(history.history[key]) == 1 and 0.0 <= history.history[key][0] <= 1.0
+    assert supernet.get_active_config() == space.largest()  # eval_config after fit
+    assert supernet.training_step is None and not optimizer_lib.is_masked(supernet.optimizer)
 
 
-def test_tips_importance_reaches_the_sampling_probabilities(supernet, blobs):
-    callback = tips.TIPSCallback(sampler="tips", p_min=0.1, p_max=0.9)
+@pytest.mark.parametrize("sampler, k", [("tips", 1), ("uniform", 1), ("sandwich", 4), ("stochastic_depth", 1)])
+def test_single_path_recipe_is_the_old_rule(sampler, k, supernet, blobs):
+    callback = tips.TIPSCallback(sampler=sampler, recipe="single_path", seed=1)
+    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    assert [len(r) for r in callback._records] == [k, k]
+    values = callback.recipe_values
+    assert values["exits"] == "active" and values["distillation"] == 0.0 and not values["masked_updates"]
+    assert callback.step.exits == "active" and callback.step.teacher is None
+
+
+def test_budget_paths_importance_is_the_share_of_budgets_whose_best_path_uses_the_gate(supernet, blobs):
+    callback = tips.TIPSCallback(sampler="tips", p_min=0.1, p_max=0.9, budgets=(0.3, 0.6, 0.9))
     supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=2, callbacks=[callback], verbose=0)
-    importance = np.array(list(callback.importance.values()))
-    np.testing.assert_allclose(callback.sampler.gate_probs, 0.1 + 0.8 * importance)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(supernet.controller.gate_probs), callback.sampler.gate_probs, atol=1e-6)
-    assert [h["sampled"] for h in callback.history] == [2, 2]
+    full = tips.flops(supernet, "largest")
+    paths = callback.important_paths
+    assert set(paths) == {0.3, 0.6, 0.9}
+    for budget, config in paths.items():
+        assert config is not None and tips.flops(supernet, config) <= budget * full
+    expected = np.mean([config.gates for config in paths.values()], axis=0)
+    np.testing.assert_allclose(list(callback.importance.values()), expected)
+    np.testing.assert_allclose(callback.sampler.gate_probs, 0.1 + 0.8 * expected)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(supernet.controller.gate_probs),
+                               callback.sampler.gate_probs, atol=1e-6)
+    assert [h["sampled"] for h in callback.history] == [8, 8]
+
+
+def test_important_path_is_the_highest_tps_configuration_within_the_budget(supernet):
+    topo = supernet.topology
+    tas = np.random.default_rng(0).random(topo.num_nodes)
+    vectors = supernet.config_space.all_vectors()
+    flops = np.array([c for c, _ in tips.analytic_flops.cost_vectors(supernet, vectors)])
+    tps = topo.node_masks(vectors) @ tas  # the sum of TAS over the configuration's nodes
+    full = tips.flops(supernet, "largest")
+    for budget, found in zip((0.2, 0.5, 0.8), callback_lib.important_paths(supernet, tas, (0.2, 0.5, 0.8))):
+        fits = flops <= budget * full
+        assert found[2] == pytest.approx(tps[fits].max())  # additive TPS: exact optimum
+        assert found[3] <= budget * full
 
 
 def test_signal_weights_the_dtmc_with_the_measured_path_losses(supernet, blobs, monkeypatch):
     x, y = blobs[0][:96], blobs[1][:96]
-    callback = tips.TIPSCallback(sampler="tips", signal="loss", paths_per_step=2, seed=3)
-    seen, recorded = [], []
-    original, read = callback.compute_importance, supernet.get_path_signals
+    callback = tips.TIPSCallback(sampler="tips", signal="loss", seed=3)
+    seen = []
+    original = callback.compute_importance
     monkeypatch.setattr(callback, "compute_importance",
                         lambda vectors, weights=None: seen.append(weights) or original(vectors, weights))
-    monkeypatch.setattr(supernet, "get_path_signals", lambda: recorded.append(read()) or recorded[-1])
     supernet.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
     losses = np.concatenate(callback._signals)
-    assert losses.shape == (6,) and np.all(np.isfinite(losses)) and np.all(losses > 0)
-    # Each step's per-path losses are what the model recorded in that step (loss, grad norm).
-    assert len(recorded) == 3 and all(r.shape == (2, 2) and np.all(r > 0) for r in recorded)
-    np.testing.assert_allclose(losses, np.concatenate([r[:, 0] for r in recorded]))
+    assert losses.shape == (12,) and np.all(np.isfinite(losses)) and np.all(losses > 0)
+    np.testing.assert_allclose(losses[-4:], callback.step.path_signals()[:, 0])
     vectors = np.concatenate(callback._records)
-    expected = tips.signals.exit_normalized_weights(vectors, losses)
-    np.testing.assert_allclose(seen[0], expected)
+    np.testing.assert_allclose(seen[0], tips.signals.exit_normalized_weights(vectors, losses))
     assert not np.allclose(seen[0], 1.0)
 
 
 def test_marginal_importance_comes_from_the_recorded_losses(supernet, blobs):
-    callback = tips.TIPSCallback(sampler="tips", importance="marginal", paths_per_step=2, seed=3)
+    callback = tips.TIPSCallback(sampler="tips", importance="marginal", seed=3)
     assert callback.signal == "loss"
     supernet.fit(blobs[0][:96], blobs[1][:96], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
     vectors, losses = np.concatenate(callback._records), np.concatenate(callback._signals)
-    expected = tips.signals.marginal_importance(
-        vectors, losses, supernet.config_space.gate_min_exit, "loss"
-    )
+    expected = tips.signals.marginal_importance(vectors, losses, supernet.config_space.gate_min_exit, "loss")
     np.testing.assert_allclose(list(callback.importance.values()), expected)
     np.testing.assert_allclose(callback.sampler.gate_probs, 0.35 + 0.3 * expected)
     with pytest.raises(ValueError, match="`importance`.*Received: importance='tas'"):
@@ -72,7 +102,7 @@ def test_marginal_importance_comes_from_the_recorded_losses(supernet, blobs):
 
 
 def test_no_signal_records_nothing(supernet, blobs):
-    callback = tips.TIPSCallback(sampler="tips", paths_per_step=2, seed=3)
+    callback = tips.TIPSCallback(sampler="tips", seed=3)
     supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
     assert callback._signals == [] and len(callback._records) == 2
 
@@ -90,38 +120,116 @@ def test_sampler_state_is_restored_from_the_weights(tmp_path, supernet, blobs):
     second.on_train_begin()
     np.testing.assert_allclose(second.sampler.gate_probs, first.sampler.gate_probs, atol=1e-6)
     assert second.importance == pytest.approx(first.importance)
-    # Same seed and state -> same paths for the same (epoch, batch).
-    np.testing.assert_array_equal(second.step_paths(3, 5), first.step_paths(3, 5))
+    np.testing.assert_array_equal(second.step_paths(3, 5), first.step_paths(3, 5))  # same draws
 
 
-def test_trained_supernet_is_accurate_at_both_exits(blobs):
+def test_default_recipe_trains_both_exits(blobs):
     keras.utils.set_random_seed(0)
     model = tiny_supernet()
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     x, y, xv, yv = blobs
-    model.fit(x, y, batch_size=32, epochs=6, callbacks=[tips.TIPSCallback(sampler="sandwich", n_random=1)], verbose=0)
-    for config, floor in (("largest", 0.9), ((0, [1, 1, 0, 0]), 0.5)):  # chance: 0.25
+    model.fit(x, y, batch_size=32, epochs=5, callbacks=[tips.TIPSCallback()], verbose=0)
+    for config, floor in (("largest", 0.9), ((0, [1, 1, 0, 0]), 0.6), ("smallest", 0.4)):  # chance 0.25
         with recalibrated(model, config, x):
             accuracy = model.evaluate(xv, yv, verbose=0)[1]
         assert accuracy > floor, (config, accuracy)
 
 
-def test_recalibration_data_recalibrates_before_validation(supernet, blobs):
+def test_explicit_recalibration_data_recalibrates_before_validation(supernet, blobs):
     x, y, xv, yv = blobs
-    callback = tips.TIPSCallback(sampler="uniform", recalibration_data=x[:64])
+    callback = tips.TIPSCallback(sampler="uniform", recalibration_data=x[:64], report_configs=())
     supernet.fit(x[:64], y[:64], batch_size=32, epochs=1, validation_data=(xv[:32], yv[:32]),
                  callbacks=[callback], verbose=0)
     stem = supernet.get_layer("stem_bn")
-    features = keras.Model(supernet.inputs, supernet.get_layer("stem_conv").output)
-    # Batch size 128 > 64 images: one batch; stats = that batch's mean.
-    expected = features(x[:64]).numpy().mean(axis=(0, 1, 2))
+    features = keras.Model(supernet.inputs[0], supernet.get_layer("stem_conv").output)
+    expected = features(x[:64]).numpy().mean(axis=(0, 1, 2))  # one batch of 64: its exact mean
     np.testing.assert_allclose(stem.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_calibration_sample_comes_from_fit_and_stays_on_the_model(supernet, blobs):
+    x, y, _, _ = blobs
+    supernet.fit(x[:100], y[:100], batch_size=32, epochs=1, validation_split=0.2,
+                 callbacks=[tips.TIPSCallback(calibration_size=50)], verbose=0)
+    sample = tips.training.batchnorm.calibration_data(supernet)
+    assert sample.shape == (50, 12, 12, 1)
+    rows = {tuple(r.ravel()[:5]) for r in x[:80]}  # the training part only (Keras validates on the last 20)
+    assert all(tuple(r.ravel()[:5]) in rows for r in sample)
+
+
+def test_deployed_accuracies_reach_history_and_csv_logger(tmp_path, supernet, blobs):
+    x, y, xv, yv = blobs
+    log = tmp_path / "log.csv"
+    callback = tips.TIPSCallback(report_configs={"tiny": "smallest", "mid": (0, [1, 1, 0, 0])})
+    history = supernet.fit(x[:64], y[:64], batch_size=32, epochs=2, validation_data=(xv[:40], yv[:40]),
+                           callbacks=[keras.callbacks.CSVLogger(str(log)), callback], verbose=0)
+    with open(log) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    for key in ("val_tiny_accuracy", "val_mid_accuracy"):
+        assert [float(r[key]) for r in rows] == pytest.approx(history.history[key])
+    # The logged value is that configuration recalibrated on the calibration sample.
+    with recalibrated(supernet, "smallest", tips.training.batchnorm.calibration_data(supernet)):
+        accuracy = supernet.evaluate(xv[:40], yv[:40], verbose=0)[1]
+    assert history.history["val_tiny_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_cosine_schedule_sets_the_learning_rate_per_step_and_restores_it(supernet, blobs):
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    supernet.optimizer.learning_rate = 0.01
+    supernet.fit(blobs[0][:128], blobs[1][:128], batch_size=32, epochs=2, verbose=0,
+                 callbacks=[Probe(), tips.TIPSCallback(warmup=0.25)])
+    expected = [0.01 * warmup_cosine(s, 8, 2) for s in range(8)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    assert float(keras.ops.convert_to_numpy(supernet.optimizer.learning_rate)) == pytest.approx(0.01)
+
+
+def test_an_optimizer_schedule_of_the_user_is_kept(blobs):
+    model = tiny_supernet()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 1, 0.5)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
+    model.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[tips.TIPSCallback()], verbose=0)
+    assert model.optimizer._learning_rate is schedule
+
+
+def test_masked_updates_keep_the_weights_of_branches_no_path_used(blobs):
+    keras.utils.set_random_seed(0)
+    model = tiny_supernet()
+    model.compile(optimizer=keras.optimizers.AdamW(0.01, weight_decay=0.1), loss="sparse_categorical_crossentropy")
+    never = tips.training.sampling.Sampler(model.config_space)  # gate 3 always off
+    never.gate_probs = np.array([1.0, 1.0, 1.0, 0.0])
+    branch, used = model.get_layer("stage1_block1").layer, model.get_layer("stage1_block0").layer
+    before = [w.numpy().copy() for w in branch.trainable_weights]
+    used_before = used.trainable_weights[0].numpy().copy()
+    model.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, verbose=0,
+              callbacks=[tips.TIPSCallback(sampler=lambda space: never, sandwich=False, distillation=0.0)])
+    for w, b in zip(branch.trainable_weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)  # AdamW's decay alone would have shrunk them
+    assert not np.array_equal(used.trainable_weights[0].numpy(), used_before)  # a used branch trained
+
+
+def test_final_weights_ema_copies_the_teacher(supernet, blobs, monkeypatch):
+    copied = []
+    original = tips.training.teacher.EMATeacher.copy_to
+    monkeypatch.setattr(tips.training.teacher.EMATeacher, "copy_to",
+                        lambda self, model: copied.append(self) or original(self, model))
+    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, verbose=0,
+                 callbacks=[tips.TIPSCallback(final_weights="ema")])
+    assert len(copied) == 1
+    for t, w in zip(copied[0].network.trainable_weights, supernet.trainable_weights):
+        np.testing.assert_array_equal(t.numpy(), w.numpy())
+    assert tips.training.teacher.TEACHER_ATTRIBUTE not in supernet.__dict__  # detached after fit
 
 
 def test_nan_loss_stops_training_and_names_the_subnetwork(supernet, blobs):
     x = blobs[0][:64].copy()
     x[:] = np.nan
-    callback = tips.TIPSCallback(sampler="uniform")
+    callback = tips.TIPSCallback(sampler="uniform", recalibration_data=None)
     with pytest.warns(RuntimeWarning, match="Sub-network"):
         supernet.fit(x, blobs[1][:64], batch_size=32, epochs=3, callbacks=[callback], verbose=0)
     assert len(callback._records) == 1 and callback.nan_config
@@ -141,12 +249,24 @@ def test_empty_epoch_is_refused(supernet):
     "kwargs, fragment",
     [
         (dict(sampler="greedy"), "`sampler`"),
+        (dict(recipe="fast"), "`recipe`"),
         (dict(coupling=-1.0), "`coupling`"),
         (dict(score="max"), "`score`"),
         (dict(signal="accuracy"), "`signal`"),
         (dict(distillation=2.0), "`distillation`"),
-        (dict(sampler="uniform", distillation=0.5), "`distillation`"),
-        (dict(sampler="tips", distillation=0.5), "`paths_per_step`"),
+        (dict(teacher="ema_largest"), "`teacher`"),
+        (dict(exits="all"), "`exits`"),
+        (dict(lr_schedule="step"), "`lr_schedule`"),
+        (dict(warmup=1.5), "`warmup`"),
+        (dict(masked_updates="yes"), "`masked_updates`"),
+        (dict(ema_decay=1.0), "`ema_decay`"),
+        (dict(final_weights="best"), "`final_weights`"),
+        (dict(final_weights="ema", teacher="inplace"), "`final_weights`"),
+        (dict(sandwich=True, paths_per_step=1), "`paths_per_step`"),
+        (dict(budgets=[0.5, 1.5]), "`budgets`"),
+        (dict(calibration_size=0), "`calibration_size`"),
+        (dict(recipe="single_path", sampler="stochastic_depth", distillation=0.5), "`distillation`"),
+        (dict(recipe="single_path", sampler="tips", distillation=0.5), "`distillation`"),
     ],
 )
 def test_bad_callback_arguments(kwargs, fragment):

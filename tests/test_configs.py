@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tips_keras.configs import ConfigSpace, Configuration
+from tips_keras.supernet.configs import ConfigSpace, Configuration
 
 SPACE = ConfigSpace(("a", "b", "c"), (0, 0, 1), num_exits=2)
 

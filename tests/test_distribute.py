@@ -9,7 +9,8 @@ process (`WORKER`), which reports what it saw as JSON. Checked:
 * after training, every replica holds the same controller variables (active configuration,
   sampling probabilities, importance, update count), the same step-paths variable and the same
   trainable weights (gradients all-reduced);
-* validation with BatchNorm recalibration (eager forward passes in cross-replica context) works.
+* the default recipe runs there (EMA teacher, masked updates), and validation with BatchNorm
+  recalibration and the deployed report (compiled functions in cross-replica context) works.
 
 Accuracy against single-device training (3 seeds each): ``benchmarks/distribute_benchmark.py``.
 """
@@ -35,7 +36,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 import tips_keras as tips
-from tips_keras.layers import SubnetController
+from tips_keras.supernet.layers import SubnetController
 from tests.conftest import make_blobs, tiny_supernet
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -48,8 +49,10 @@ call = SubnetController.call
 
 def probed_call(self, inputs):
     control = call(self, inputs)
+    if not getattr(self, "probed", False):
+        return control  # the EMA teacher's controller (a clone)
     if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return control  # eager calls outside the strategy (BatchNorm recalibration)
+        return control  # calls outside the replicas (BatchNorm recalibration, deployed report)
     seen.assign_add(tf.reshape(tf.concat([control, tf.ones_like(control)], 0), (2, -1)))
     return control
 
@@ -71,7 +74,7 @@ class Recorder(tips.TIPSCallback):
         # (assigned inside the step, path after path).
         delta = np.array([v.numpy() for v in seen.values]) - self.seen_before
         self.after_step.append({"seen": delta.tolist(),
-                                "paths": replicas(self.model._tips_paths.variable),
+                                "paths": replicas(self.model.training_step.paths),
                                 "active": replicas(self.model.controller.active)})
         super().on_train_batch_end(batch, logs)
 
@@ -82,7 +85,10 @@ with strategy.scope():
     model = tiny_supernet()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-callback = Recorder(sampler="tips", paths_per_step=2, seed=5, recalibration_data=x[:32])
+model.controller.probed = True
+# The default recipe: largest + smallest + 2 TIPS paths, every reached exit, EMA teacher, masked
+# updates, cosine learning rate, recalibrated validation and the deployed report.
+callback = Recorder(sampler="tips", seed=5)
 history = model.fit(x, y, batch_size=32, epochs=2, validation_data=(xv, yv), callbacks=[callback],
                     verbose=0)
 
@@ -94,7 +100,7 @@ report = {
                    for name in ("active", "gate_probs", "exit_probs", "importance", "updates")},
     "gate_probs": callback.sampler.gate_probs.tolist(),
     "after_step": Recorder.after_step,
-    "released": model._tips_paths is None,
+    "released": model.training_step is None,
     "weights_equal": all(
         all(np.array_equal(v.value.values[0].numpy(), c.numpy()) for c in v.value.values[1:])
         for v in model.trainable_weights),
@@ -116,9 +122,9 @@ def test_mirrored_strategy_trains_the_same_subnetwork_on_every_replica(tmp_path)
     report = json.loads(line[len("REPORT"):])
     assert report["replicas"] == 2
 
-    # 64 examples / global batch 32 = 2 steps per epoch, 2 epochs, 2 paths per step.
+    # 64 examples / global batch 32 = 2 steps per epoch, 2 epochs, 4 paths per step.
     steps = np.asarray(report["steps"])
-    assert steps.shape == (4, 2, 5)
+    assert steps.shape == (4, 4, 5)
     for step, after in zip(steps, report["after_step"]):
         # Each replica's forward passes in the step read exactly the step's drawn paths.
         expected = [step.sum(axis=0).tolist(), [float(len(step))] * 5]
@@ -137,5 +143,6 @@ def test_mirrored_strategy_trains_the_same_subnetwork_on_every_replica(tmp_path)
 
     history = report["history"]
     assert all(np.isfinite(history["loss"])) and "val_accuracy" in history
+    assert all(0.0 <= a <= 1.0 for a in history["val_largest_accuracy"] + history["val_smallest_accuracy"])
     assert any(key.startswith("importance/") for key in history)
     assert report["active_config"] == {"exit": 1, "gates": [1, 1, 1, 1]}  # eval_config

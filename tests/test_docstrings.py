@@ -154,11 +154,11 @@ def _report(offenders, what):
 
 def test_the_walk_finds_the_packages():
     names = {m.__name__ for m in MODULES}
-    assert {"tips_keras.callbacks", "tips_keras.search.front", "tips_keras.dtmc.scores",
+    assert {"tips_keras.training.callback", "tips_keras.search.front", "tips_keras.dtmc.scores",
             "tflite_export.export"} <= names
     assert not any(_is_private_module(n) for n in names)
     assert "tips_keras.TIPSCallback" not in PUBLIC_API  # qualified by defining module
-    assert {"tips_keras.callbacks.TIPSCallback", "tflite_export.export.export_tflite",
+    assert {"tips_keras.training.callback.TIPSCallback", "tflite_export.export.export_tflite",
             "tips_keras.dtmc.scores.tas"} <= PUBLIC_API
     assert len(DEFINITIONS) > 150
 

@@ -26,6 +26,8 @@ PUBLIC_NAMES = [
     "path_score",
     "enumerate_paths",
     "best_path_score_per_edge",
+    "best_configurations",
+    "budget_importance",
     "gate_importance",
     "importance_from_configs",
 ]
@@ -116,7 +118,7 @@ def test_package_imports_without_keras():
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report["submodules"]) >= {"_checks", "graph", "chain", "scores"}
+    assert set(report["submodules"]) >= {"_checks", "graph", "chain", "scores", "budget"}
     assert report["blocked_loaded"] == []
     expected = {"tips_keras", "tips_keras.dtmc"}
     expected |= {f"tips_keras.dtmc.{name}" for name in report["submodules"]}

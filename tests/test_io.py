@@ -89,7 +89,7 @@ def test_good_file_loads_with_its_state(good_file):
     assert model.optimizer is not None  # compiled from the file
 
 
-def _set_class(name, class_name, registered, module="tips_keras.layers"):
+def _set_class(name, class_name, registered, module="tips_keras.supernet.layers"):
     def edit(config):
         layer = _layer(config, name)
         layer.update(class_name=class_name, registered_name=registered, module=module)
@@ -235,7 +235,7 @@ BAD_FILES = [
     ("kernel_size_weight_mismatch", _config_edit(_set("stem_conv", "kernel_size", [5, 5])), "could not rebuild"),
     ("plain_functional_model", _plain_functional, "expected an AnytimeModel"),
     ("top_level_not_object", _raw_config("[1, 2, 3]"), "no 'class_name'"),
-    ("config_not_json", _raw_config('{"module": "tips_keras.model", "class_na'), "not valid JSON"),
+    ("config_not_json", _raw_config('{"module": "tips_keras.supernet.model", "class_na'), "not valid JSON"),
     ("config_not_utf8", _raw_config(b"\xff\xfe\x00garbage"), "not valid JSON"),
     ("config_deeply_nested", _raw_config("[" * 100000 + "]" * 100000), "not valid JSON"),
     ("missing_config", _drop("config.json"), "missing ['config.json']"),
@@ -318,7 +318,7 @@ json_values = st.recursive(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=json_values)
 def test_pareto_front_readers_refuse_junk_with_value_error(data):
-    from tips_keras.export import load_front
+    from tips_keras.extraction import load_front
     from tips_keras.search import ParetoFront
 
     for reader in (lambda d: ParetoFront.from_dict(d), load_front):

@@ -35,89 +35,50 @@ def test_changing_subnetworks_does_not_retrace(blobs):
     assert seen[-1] == seen[0], f"re-traced after the first step: traces per step {seen}"
 
 
-def _sgd_model():
-    model = tiny_supernet()
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    return model
+def test_exits_model_outputs_every_reached_exit(supernet, blobs):
+    x = blobs[0][:8]
+    view = supernet.exits_model()
+    assert view is supernet.exits_model()  # cached
+    assert len(view.weights) == len(supernet.weights)  # the same weights, no copy
+    supernet.set_config((1, [1, 0, 1, 1]))
+    p0, p1 = (np.asarray(o) for o in view(x, training=False))
+    np.testing.assert_allclose(p1, supernet.predict(x, verbose=0), atol=1e-6)
+    supernet.set_config((0, [1, 0, 0, 0]))
+    q0, q1 = (np.asarray(o) for o in view(x, training=False))
+    np.testing.assert_allclose(q0, p0, atol=1e-6)  # exit 0 of the same trunk
+    np.testing.assert_allclose(q0, supernet.predict(x, verbose=0), atol=1e-6)
+    assert not q1.any()  # exit 1 is not reached: zeros, not computed
 
 
-def _single_step_update(model, config, x, y):
-    model.set_config(config)
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    model.train_on_batch(x, y)
-    after = [w.numpy() for w in model.trainable_weights]
-    for w, b in zip(model.trainable_weights, before):
-        w.assign(b)
-    return [a - b for a, b in zip(after, before)]
+def test_set_training_step_delegates_and_refuses_objects_without_train_step(supernet, blobs):
+    calls = []
+
+    class Probe:
+        def train_step(self, data):
+            calls.append(1)
+            return {"probe": 1.0}
+
+    supernet.set_training_step(Probe())
+    logs = supernet.train_on_batch(blobs[0][:8], blobs[1][:8], return_dict=True)
+    assert calls and logs == {"probe": 1.0}
+    supernet.set_training_step(None)
+    assert supernet.training_step is None
+    assert "loss" in supernet.train_on_batch(blobs[0][:8], blobs[1][:8], return_dict=True)
+    with pytest.raises(ValueError, match="train_step.*Received: step of type int"):
+        supernet.set_training_step(3)
 
 
-def test_multi_path_step_averages_path_gradients(blobs):
-    x, y = blobs[0][:16], blobs[1][:16]
-    model = _sgd_model()
-    a, b = (1, [1, 0, 1, 1]), (0, [0, 1, 0, 0])
-    state = [w.numpy().copy() for w in model.weights]
-    delta_a = _single_step_update(model, a, x, y)
-    for w, s in zip(model.weights, state):
-        w.assign(s)
-    delta_b = _single_step_update(model, b, x, y)
-    for w, s in zip(model.weights, state):
-        w.assign(s)
-    space = model.config_space
-    model.configure_paths(paths_per_step=2)
-    model.set_step_paths([space.resolve(a).to_vector(), space.resolve(b).to_vector()])
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    model.train_on_batch(x, y)
-    for w, b0, da, db in zip(model.trainable_weights, before, delta_a, delta_b):
-        np.testing.assert_allclose(w.numpy() - b0, (da + db) / 2, atol=2e-6)
+def test_fit_hands_its_arguments_to_callbacks_that_ask(supernet, blobs):
+    seen = {}
 
+    class Listener(keras.callbacks.Callback):
+        def set_fit_arguments(self, arguments):
+            seen.update(arguments)
 
-def test_distillation_changes_the_update_of_smaller_paths(blobs):
-    x, y = blobs[0][:16], blobs[1][:16]
-    space = tiny_supernet().config_space
-    paths = [space.largest().to_vector(), space.smallest().to_vector()]
-    deltas = []
-    for alpha in (0.0, 0.9):
-        keras.utils.set_random_seed(0)
-        model = _sgd_model()
-        model.configure_paths(paths_per_step=2, distillation=alpha)
-        model.set_step_paths(paths)
-        before = [w.numpy().copy() for w in model.trainable_weights]
-        model.train_on_batch(x, y)
-        deltas.append(np.concatenate([(w.numpy() - b).ravel() for w, b in zip(model.trainable_weights, before)]))
-    assert np.abs(deltas[0] - deltas[1]).max() > 1e-6
-
-
-def test_configure_paths_refuses_bad_values(supernet):
-    with pytest.raises(ValueError, match="paths_per_step.*Received"):
-        supernet.configure_paths(paths_per_step=0)
-    with pytest.raises(ValueError, match="paths_per_step.*Received: paths_per_step=True"):
-        supernet.configure_paths(paths_per_step=True)  # a bool is not a count
-    with pytest.raises(ValueError, match="distillation.*Received"):
-        supernet.configure_paths(paths_per_step=2, distillation=1.5)
-
-
-def test_set_step_paths_needs_configure_paths_and_the_right_shape(supernet):
-    largest = supernet.config_space.largest().to_vector()
-    with pytest.raises(ValueError, match="before configure_paths"):
-        supernet.set_step_paths([largest])
-    supernet.configure_paths(paths_per_step=2)
-    with pytest.raises(ValueError, match=r"`vectors`.*Received: shape \(1, 5\)"):
-        supernet.set_step_paths([largest])
-    supernet.set_step_paths([largest, largest])
-    with pytest.raises(ValueError, match="record_signals=True"):
-        supernet.get_path_signals()
-
-
-def test_path_signals_are_recorded_only_on_request(supernet, blobs):
-    x, y = blobs[0][:32], blobs[1][:32]
-    with pytest.raises(ValueError, match="`record_signals`.*Received: record_signals=1"):
-        supernet.configure_paths(paths_per_step=2, record_signals=1)
-    supernet.configure_paths(paths_per_step=2, record_signals=True)
-    space = supernet.config_space
-    supernet.set_step_paths([space.largest().to_vector(), space.smallest().to_vector()])
-    supernet.train_on_batch(x, y)
-    loss, grad_norm = supernet.get_path_signals().T
-    assert np.all(loss > 0) and np.all(grad_norm > 0) and loss[0] != loss[1]
+    x, y, xv, yv = blobs
+    supernet.fit(x[:32], y[:32], 16, 1, 0, [Listener()], validation_data=(xv[:8], yv[:8]))
+    assert seen["x"] is x[:32].base or np.shares_memory(seen["x"], x) and seen["batch_size"] == 16
+    assert seen["validation_data"][0].shape == (8, 12, 12, 1) and seen["epochs"] == 1
 
 
 def test_set_config_and_get_active_config(supernet):

@@ -7,7 +7,7 @@
   and the largest; turning a relevant gate on never lowers them; `ConfigSpace.resolve` accepts
   or refuses junk with ValueError only; budgets (tips_keras.search) refuse junk with ValueError
   and repairs always fit.
-* `tips_keras.export.extract` of a random configuration: a working model with the FLOPs of the
+* `tips_keras.extraction.extract` of a random configuration: a working model with the FLOPs of the
   configuration and the supernet's outputs.
 * Numerics: a NaN or Inf loss stops training naming the sub-network; the importance computed by
   the callback is never NaN.
@@ -168,10 +168,10 @@ def _optional(module):
 
 
 search = _optional("tips_keras.search")
-export = _optional("tips_keras.export")
+export = _optional("tips_keras.extraction")
 needs_search = pytest.mark.skipif(search is None, reason="tips_keras.search not available")
 needs_export = pytest.mark.skipif(export is None or not hasattr(export, "extract"),
-                                  reason="tips_keras.export.extract not available")
+                                  reason="tips_keras.extraction.extract not available")
 
 
 @needs_search
@@ -214,7 +214,7 @@ def test_repaired_configurations_fit_their_budget(net, budget, seed):
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=configurations())
 def test_extracted_random_configuration_works_and_has_its_flops(net, config):
-    from tips_keras.analytic_flops import module_macs
+    from tips_keras.supernet.analytic_flops import module_macs
 
     sub = export.extract(net, config)
     assert module_macs(sub) == tips.flops(net, config)
@@ -276,8 +276,9 @@ def test_non_finite_loss_stops_training_naming_the_subnetwork(bad):
     with pytest.warns(RuntimeWarning, match=f"loss became {bad}.*Sub-network") as record:
         history = model.fit(x, y, batch_size=32, epochs=3, callbacks=[callback], verbose=0)
     assert len(history.history["loss"]) == 1 and len(callback._records) == 1  # stopped at step 1
-    (message,) = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)]
-    (config,) = callback.nan_config
-    assert str(config) in message and set(config["gates"]) == set(model.config_space.gate_names)
-    drawn = tips.Configuration.from_vector(callback._records[0][0])
-    assert config == drawn.to_dict(model.config_space.gate_names)
+    (message,) = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)
+                  and "loss became" in str(w.message)]
+    names = model.config_space.gate_names
+    drawn = [tips.Configuration.from_vector(v).to_dict(names) for v in callback._records[0]]
+    assert callback.nan_config == drawn and len(drawn) == 4  # the step's four paths, named
+    assert str(drawn[0]) in message and set(drawn[0]["gates"]) == set(names)

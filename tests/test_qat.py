@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tips_keras as tips
-from tips_keras import export
+from tips_keras import extraction as export
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tensorflow_model_optimization") is None

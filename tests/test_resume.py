@@ -28,7 +28,7 @@ import pytest
 import tips_keras as tips
 from tests.conftest import make_blobs
 from tests.conftest import tiny_supernet
-from tips_keras.model import _tips_callbacks_first
+from tips_keras.supernet.model import _runs_first_order
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS, BATCH, N = 3, 16, 48  # 3 steps per epoch
@@ -245,11 +245,11 @@ def test_sampler_state_is_read_from_the_controller_at_the_first_step(supernet):
     assert list(callback.importance.values()) == [1.0, 0.0, 0.25, 0.75]
 
 
-def test_fit_moves_tips_callbacks_first():
+def test_fit_moves_runs_first_order():
     a, b = keras.callbacks.History(), keras.callbacks.BackupAndRestore("/tmp/unused")
     t1, t2 = tips.TIPSCallback(), tips.TIPSCallback(sampler="uniform")
-    assert _tips_callbacks_first([a, t1, b, t2]) == [t1, t2, a, b]
-    assert _tips_callbacks_first((b, t1)) == [t1, b]
-    assert _tips_callbacks_first(None) is None
+    assert _runs_first_order([a, t1, b, t2]) == [t1, t2, a, b]
+    assert _runs_first_order((b, t1)) == [t1, b]
+    assert _runs_first_order(None) is None
     callback_list = keras.callbacks.CallbackList([a])
-    assert _tips_callbacks_first(callback_list) is callback_list
+    assert _runs_first_order(callback_list) is callback_list

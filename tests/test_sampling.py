@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tips_keras import sampling
-from tips_keras.configs import ConfigSpace
+from tips_keras.training import sampling
+from tips_keras.supernet.configs import ConfigSpace
 
 SPACE = ConfigSpace(tuple(f"g{i}" for i in range(6)), (0, 0, 1, 1, 2, 2), num_exits=3)
 
@@ -95,8 +95,12 @@ def test_tips_sandwich_draws_the_middle_paths_by_importance():
         for path in paths[2:]:  # importance 1 -> on, 0 -> off (gates past the exit canonically off)
             expected = SPACE.canonical_vectors([[1, 1, 1, 0, 0, 0, path[-1]]])[0]
             np.testing.assert_array_equal(path, expected)
-    with pytest.raises(ValueError, match="Expected at least 3.*paths_per_step=2"):
-        sampling.get_sampler("tips", SPACE, paths_per_step=2, include_largest=True, include_smallest=True)
+    with pytest.raises(ValueError, match="Expected at least 2.*paths_per_step=1"):
+        sampling.get_sampler("tips", SPACE, paths_per_step=1, include_largest=True, include_smallest=True)
+    fixed_only = sampling.get_sampler("uniform", SPACE, paths_per_step=2, include_largest=True,
+                                      include_smallest=True)  # the sandwich's two ends, nothing drawn
+    np.testing.assert_array_equal(fixed_only.sample(np.random.default_rng(0)),
+                                  [SPACE.largest().to_vector(), SPACE.smallest().to_vector()])
 
 
 @pytest.mark.parametrize(
@@ -131,3 +135,26 @@ def test_set_state_refuses_a_distribution_it_cannot_sample(gate_probs, exit_prob
     sampler = sampling.get_sampler("tips", SPACE)
     with pytest.raises(ValueError, match="Invalid sampler state.*Received: gate_probs="):
         sampler.set_state(gate_probs, exit_probs)
+
+
+def test_tips_focus_draws_the_important_paths():
+    sampler = sampling.get_sampler("tips", SPACE, paths_per_step=4, include_largest=True,
+                                   include_smallest=True, focus=0.5)
+    plain = sampling.get_sampler("uniform", SPACE, paths_per_step=4, include_largest=True, include_smallest=True)
+    for seed in range(3):  # no important paths yet: exactly the uniform sampler's draws
+        rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+        np.testing.assert_array_equal(sampler.sample(rng_a), plain.sample(rng_b))
+    important = SPACE.canonical_vectors([[1, 0, 1, 0, 0, 0, 2], [0, 1, 0, 0, 0, 0, 0]])
+    padded = np.concatenate([important, -np.ones((3, 7), np.float32)])  # the controller's padding
+    sampler.update(np.full(6, 0.5), padded)
+    np.testing.assert_array_equal(sampler.important, important)
+    drawn = np.concatenate([sampler.sample(np.random.default_rng(s))[2:] for s in range(400)])
+    hits = [np.mean(np.all(drawn == row, axis=1)) for row in important]
+    assert all(0.2 < h < 0.3 for h in hits), hits  # focus 0.5 split over 2 paths (+ rare chance hits)
+    sampler.update(np.full(6, 0.5))  # no new paths: the old ones stay
+    np.testing.assert_array_equal(sampler.important, important)
+    restored = sampling.get_sampler("tips", SPACE, paths_per_step=4, include_largest=True, include_smallest=True)
+    restored.set_state(sampler.gate_probs, sampler.exit_probs, padded)
+    np.testing.assert_array_equal(restored.sample(np.random.default_rng(9)), sampler.sample(np.random.default_rng(9)))
+    with pytest.raises(ValueError, match="`focus`.*Received"):
+        sampling.get_sampler("tips", SPACE, focus=1.5)

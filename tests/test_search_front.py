@@ -125,7 +125,7 @@ def test_plot_writes_a_png(front, tmp_path):
 
 
 def test_export_reads_the_front(front, tmp_path):
-    export = pytest.importorskip("tips_keras.export")
+    export = pytest.importorskip("tips_keras.extraction")
     points, info = export.load_front(front)
     assert info == {"full_flops": FULL, "budgets": [0.25, 0.5, 1.0]}
     chosen = export.select_front(points, [0.5], info["full_flops"])

@@ -140,3 +140,20 @@ def test_bad_arguments(space):
         get_oracle(RandomOracle(other, [1.0]), space, [1.0])
     with pytest.raises(ValueError, match="smallest configuration has"):
         RandomOracle(space, [10], max_trials=3)
+
+
+def test_tips_oracle_starts_from_the_important_paths_stored_by_training():
+    model = tiny_supernet()
+    rows = np.full((8, 5), -1.0, np.float32)
+    rows[:2] = [[1, 0, 1, 0, 1], [0, 1, 0, 0, 0]]  # an exit-1 path and an exit-0 path
+    model.controller.important_paths.assign(rows)
+    space = SearchSpace(model, importance=IMPORTANCE)
+    np.testing.assert_array_equal(space.important_paths, rows[:2])
+    flops = space.cost(rows[:2])[0]
+    oracle = TIPSOracle(space, budgets=[1.0], max_trials=5)
+    seeds = oracle.seeds(float(flops.max()))
+    np.testing.assert_array_equal(seeds[:2], rows[:2])  # most FLOPs first, then the greedy fills
+    only_small = oracle.seeds(float(flops.min()))
+    np.testing.assert_array_equal(only_small[0], rows[1])
+    assert not any(np.array_equal(r, rows[0]) for r in only_small)  # over that budget: not proposed
+    assert len(SearchSpace(tiny_supernet()).important_paths) == 0  # untrained: none

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tips_keras as tips
-from tips_keras.batchnorm import batchnorm_layers
+from tips_keras.training.batchnorm import batchnorm_layers
 from tips_keras.search import ConfigEvaluator, ExitSearch
 from tests.conftest import tiny_supernet
 

@@ -1,9 +1,9 @@
-"""Tests for tips_keras.signals: training signals as per-sub-network DTMC weights."""
+"""Tests for tips_keras.training.signals: training signals as per-sub-network DTMC weights."""
 
 import numpy as np
 import pytest
 
-from tips_keras import signals
+from tips_keras.training import signals
 
 
 def test_weights_are_relative_to_the_paths_of_the_same_exit():

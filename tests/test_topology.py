@@ -16,12 +16,26 @@ def test_nodes_edges_gates_and_exits_of_tiny_supernet():
     names = topo.node_names
     assert names[topo.source] == "input" and names[topo.sink] == "anytime_output"
     edges = {(names[u], names[v]): (g, e) for (u, v), g, e in zip(topo.edges, topo.edge_gate, topo.edge_exit)}
-    assert edges[("stem_bn", "stage0_block0")] == (0, -1)
+    # A residual block is the authors' basic block: input -> conv1 (internal node) -> conv2 (the
+    # branch output) -> merge, plus the identity shortcut; all branch edges carry the gate.
+    assert edges[("stem_bn", "stage0_block0/1")] == (0, -1)
+    assert edges[("stage0_block0/1", "stage0_block0")] == (0, -1)
     assert edges[("stage0_block0", "stage0_block0_add")] == (0, -1)
     assert edges[("stem_bn", "stage0_block0_add")] == (-1, -1)  # identity shortcut
-    assert edges[("stage0_block1_add", "exit0")] == (-1, 0)
+    # The early exit's head has its own convolution: one internal node before its output.
+    assert edges[("stage0_block1_add", "exit0/1")] == (-1, 0)
+    assert edges[("exit0/1", "exit0")] == (-1, 0)
+    assert edges[("stage1_block1_add", "exit1")] == (-1, 1)  # the last exit pools directly
     assert edges[("exit1", "anytime_output")] == (-1, 1)
     assert "subnet_controller" not in names
+
+
+def test_node_masks_follow_the_configuration():
+    topo = tips.read_topology(tiny_supernet())
+    names = np.array(topo.node_names)
+    on = topo.node_masks([topo.space.resolve((1, [1, 0, 0, 1])).to_vector()])[0]
+    assert {"stage0_block0/1", "stage0_block0", "stage1_block1/1", "exit1"} <= set(names[on])
+    assert not {"stage0_block1/1", "stage0_block1", "stage1_block0", "exit0/1", "exit0"} & set(names[on])
 
 
 def test_edge_masks_prune_everything_after_the_exit():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tips_keras as tips
-from tips_keras.wrap import anytime
+from tips_keras.supernet.wrap import anytime
 
 
 def _resnet_like():

@@ -16,33 +16,36 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # silence TF C++ start-up logs unless the user set it
 
-from tips_keras import batchnorm  # noqa: E402
-from tips_keras import configs
+from tips_keras import supernet  # noqa: E402
+from tips_keras import training
 from tips_keras import data
 from tips_keras import dtmc
-from tips_keras import export
+from tips_keras import extraction
 from tips_keras import io
-from tips_keras import qat
 from tips_keras import plots
-from tips_keras import sampling
-from tips_keras import signals
+from tips_keras import qat
 from tips_keras import search
-from tips_keras import zoo
-from tips_keras.batchnorm import recalibrate_batchnorm
-from tips_keras.batchnorm import recalibrated
-from tips_keras.callbacks import TIPSCallback
-from tips_keras.configs import ConfigSpace
-from tips_keras.configs import Configuration
-from tips_keras.export import extract
+from tips_keras.extraction import extract
 from tips_keras.io import load_supernet
-from tips_keras.analytic_flops import cost
-from tips_keras.analytic_flops import flops
-from tips_keras.layers import ExitHead
-from tips_keras.layers import ExitSelector
-from tips_keras.layers import PathGate
-from tips_keras.layers import SubnetController
-from tips_keras.model import AnytimeModel
-from tips_keras.topology import read_topology
-from tips_keras.wrap import anytime
+from tips_keras.supernet import analytic_flops
+from tips_keras.supernet import configs
+from tips_keras.supernet import zoo
+from tips_keras.supernet import AnytimeModel
+from tips_keras.supernet import ConfigSpace
+from tips_keras.supernet import Configuration
+from tips_keras.supernet import ExitHead
+from tips_keras.supernet import ExitSelector
+from tips_keras.supernet import PathGate
+from tips_keras.supernet import SubnetController
+from tips_keras.supernet import anytime
+from tips_keras.supernet import cost
+from tips_keras.supernet import flops
+from tips_keras.supernet import read_topology
+from tips_keras.training import TIPSCallback
+from tips_keras.training import batchnorm
+from tips_keras.training import recalibrate_batchnorm
+from tips_keras.training import recalibrated
+from tips_keras.training import sampling
+from tips_keras.training import signals
 
 __version__ = "0.1.0"

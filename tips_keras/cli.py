@@ -10,7 +10,10 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tips_keras.data import DATASETS  # noqa: E402
-from tips_keras.sampling import SAMPLERS  # noqa: E402
+from tips_keras.demo import DEMO_EPOCHS  # noqa: E402
+from tips_keras.demo import DEMO_TRAIN_SIZE  # noqa: E402
+from tips_keras.training.recipes import RECIPES  # noqa: E402
+from tips_keras.training.sampling import SAMPLERS  # noqa: E402
 
 
 def _widths(text):
@@ -35,6 +38,8 @@ def _add_training_args(parser, epochs, train_size):
     parser.add_argument("--train-size", type=_positive, default=train_size, help="training images (default: %(default)s)")
     parser.add_argument("--epochs", type=_positive, default=epochs, help="training epochs (default: %(default)s)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tips", help="path sampler (default: %(default)s)")
+    parser.add_argument("--recipe", choices=RECIPES, default="anytime",
+                        help="training recipe of TIPSCallback (default: %(default)s; single_path: tips-keras 0.1)")
     parser.add_argument("--widths", type=_widths, default=(16, 32, 64), help="channels per stage (default: 16,32,64)")
     parser.add_argument("--blocks", type=_positive, default=2, help="gated blocks per stage (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: %(default)s)")
@@ -57,7 +62,7 @@ def build_parser():
                           "and FLOPs of the largest, a middle and the smallest configuration, search the Pareto "
                           "front under 25/50/75/100%% FLOPs budgets, and export the best 25%% and 50%% "
                           "configurations to int8 TFLite verified in LiteRT.")
-    _add_training_args(demo, epochs=5, train_size=10000)
+    _add_training_args(demo, epochs=DEMO_EPOCHS, train_size=DEMO_TRAIN_SIZE)
     demo.add_argument("--out", default="runs/demo", help="output directory (default: %(default)s)")
     demo.add_argument("--trials", type=_positive, default=40, help="configurations evaluated by the search (default: %(default)s)")
     train = sub.add_parser("train", help="train a supernet and save it as .keras",
@@ -102,7 +107,8 @@ def main(argv=None):
             run_demo(dataset=args.dataset, train_size=args.train_size, epochs=args.epochs, sampler=args.sampler,
                      widths=args.widths, blocks_per_stage=args.blocks, batch_size=args.batch_size,
                      seed=args.seed, out_dir=args.out, verbose=2 if args.command == "demo" else 1,
-                     search_and_deploy=args.command == "demo", max_trials=getattr(args, "trials", 40))
+                     search_and_deploy=args.command == "demo", max_trials=getattr(args, "trials", 40),
+                     recipe=args.recipe)
         elif args.command == "search":
             from tips_keras.search import cli as search_cli
 

@@ -1,8 +1,10 @@
-"""The main job: train an anytime supernet with TIPS on embedded data and report the menu.
+"""The main job: train an anytime supernet with TIPS on embedded data and ship its menu.
 
-Trains `zoo.anytime_resnet` on Fashion-MNIST (offline, Debian package) with `TIPSCallback`, then
-prints accuracy and FLOPs of the largest, the smallest and a middle configuration, with and
-without per-configuration BatchNorm recalibration, and the learned importance per gate.
+Trains `zoo.anytime_resnet` on Fashion-MNIST (offline, Debian package) with the default recipe
+(`TIPSCallback()`), prints the test accuracy and FLOPs of the largest, a middle and the smallest
+configuration (with and without per-configuration BatchNorm recalibration), searches the Pareto
+front under FLOPs budgets and exports the best 25 % and 50 % configurations to int8 TFLite,
+verified in LiteRT on test images.
 """
 
 import json
@@ -12,13 +14,18 @@ import time
 import keras
 import numpy as np
 
-from tips_keras import analytic_flops
+from tips_keras.supernet import analytic_flops
 from tips_keras import data as data_lib
 from tips_keras import plots
-from tips_keras import zoo
-from tips_keras.batchnorm import recalibrated
-from tips_keras.callbacks import TIPSCallback
-from tips_keras.configs import Configuration
+from tips_keras.supernet import zoo
+from tips_keras.training.batchnorm import calibration_data
+from tips_keras.training.batchnorm import recalibrated
+from tips_keras.training.callback import TIPSCallback
+from tips_keras.supernet.configs import Configuration
+
+
+DEMO_TRAIN_SIZE = 10000
+DEMO_EPOCHS = 5
 
 
 def pick_configurations(model):
@@ -135,10 +142,12 @@ def search_and_export(model, splits, out_dir, budgets=(0.25, 0.5, 0.75, 1.0), ex
         >>> front, reports = search_and_export(model, splits, "runs/demo")  # doctest: +SKIP
     """
     from tflite_export import export_tflite
-    from tips_keras import export as export_lib
+    from tips_keras import extraction as export_lib
     from tips_keras import search as search_lib
 
-    calib = splits.x_train[:512]
+    calib = calibration_data(model)
+    if calib is None:  # a supernet that was not trained in this process
+        calib = splits.x_train[:1024]
     search = search_lib.ExitSearch(model, validation_data=(splits.x_val[:1000], splits.y_val[:1000]),
                                    budgets=list(budgets), max_trials=max_trials, oracle="tips",
                                    directory=os.path.join(out_dir, "search"), overwrite=True,
@@ -151,7 +160,7 @@ def search_and_export(model, splits, out_dir, budgets=(0.25, 0.5, 0.75, 1.0), ex
     reports = []
     for budget in export_budgets:
         point = front.best(budget)
-        sub = export_lib.extract(model, point.config, recalibrate_data=splits.x_train[:1024])
+        sub = export_lib.extract(model, point.config, recalibrate_data=calib)
         report = export_tflite(
             sub, os.path.join(out_dir, f"tflite_b{int(round(budget * 100)):03d}"), quantization="int8",
             representative_data=splits.x_train[:500], validation_data=(splits.x_test[:2000], splits.y_test[:2000]),
@@ -167,8 +176,8 @@ def search_and_export(model, splits, out_dir, budgets=(0.25, 0.5, 0.75, 1.0), ex
 
 def run_demo(
     dataset="fashion_mnist",
-    train_size=10000,
-    epochs=5,
+    train_size=DEMO_TRAIN_SIZE,
+    epochs=DEMO_EPOCHS,
     sampler="tips",
     widths=(16, 32, 64),
     blocks_per_stage=2,
@@ -178,8 +187,9 @@ def run_demo(
     verbose=1,
     search_and_deploy=True,
     max_trials=40,
+    recipe="anytime",
 ):
-    """Trains a supernet with TIPS and prints/saves its accuracy-vs-FLOPs summary.
+    """Trains a supernet with the TIPS recipe and prints/saves its accuracy-vs-FLOPs menu.
 
     Args:
         dataset: ``"fashion_mnist"`` (default) or ``"mnist_5k"`` (see `tips_keras.data`).
@@ -189,48 +199,72 @@ def run_demo(
         widths, blocks_per_stage: supernet shape (`zoo.anytime_resnet`).
         batch_size: training batch size.
         seed: seed of weights, data split and path sampling.
-        out_dir: where ``supernet.keras``, ``summary.json`` and ``importance.png`` go.
+        out_dir: where ``supernet.keras``, ``summary.json``, ``history.csv`` and
+            ``importance.png`` go.
         verbose: Keras verbosity of ``fit``.
         search_and_deploy: also search the Pareto front under 25/50/75/100 % FLOPs budgets and
             export the best configurations of the 25 % and 50 % budgets to int8 TFLite.
         max_trials: configurations evaluated by the search.
+        recipe: the `TIPSCallback` recipe (``"anytime"`` or ``"single_path"``).
 
     Returns:
-        A dict with the rows of the table, the importance, and the output paths.
+        A dict with the rows of the table, the importance, the validation history, the int8
+        exports' test accuracy and the output paths.
 
     Example:
         >>> summary = run_demo(epochs=1, train_size=2000)  # doctest: +SKIP
     """
+    start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     splits = data_lib.load(dataset, train_size=train_size, seed=seed)
     model = zoo.anytime_resnet(
         splits.x_train.shape[1:], len(splits.class_names), widths=tuple(widths), blocks_per_stage=blocks_per_stage
     )
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callback = TIPSCallback(sampler=sampler, seed=seed, recalibration_data=splits.x_train[:1024])
+    callback = TIPSCallback(sampler=sampler, recipe=recipe, seed=seed)
     print(f"[demo] {dataset}: {len(splits.x_train)} train / {len(splits.x_val)} val / {len(splits.x_test)} test images; "
           f"supernet {model.config_space.num_gates} gates, {model.config_space.num_exits} exits, "
-          f"{analytic_flops.flops(model) / 1e6:.2f} MFLOPs (MACs) at full size; sampler={sampler}")
-    start = time.perf_counter()
-    model.fit(splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs,
-              validation_data=(splits.x_val, splits.y_val), callbacks=[callback], verbose=verbose)
-    train_seconds = time.perf_counter() - start
+          f"{analytic_flops.flops(model) / 1e6:.2f} MFLOPs (MACs) at full size; sampler={sampler}, recipe={recipe}")
     os.makedirs(out_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, "history.csv")
+    fit_start = time.perf_counter()
+    history = model.fit(splits.x_train, splits.y_train, batch_size=batch_size, epochs=epochs,
+                        validation_data=(splits.x_val, splits.y_val), verbose=verbose,
+                        callbacks=[callback, keras.callbacks.CSVLogger(log_path)])
+    train_seconds = time.perf_counter() - fit_start
     model_path = os.path.join(out_dir, "supernet.keras")
     model.save(model_path)
-    rows = evaluate_configurations(model, pick_configurations(model), splits.x_train[:2048], splits.x_test, splits.y_test)
+    calib = calibration_data(model)
+    rows = evaluate_configurations(model, pick_configurations(model), calib, splits.x_test, splits.y_test)
     model.set_config("largest")
     print(f"\n[demo] trained in {train_seconds:.0f} s; test accuracy ({len(splits.x_test)} images) per configuration:")
     print(format_rows(rows))
     print("\n[demo] TIPS importance per gate (last epoch): "
           + ", ".join(f"{k}={v:.2f}" for k, v in callback.importance.items()))
+    if callback.important_paths:
+        print("[demo] important paths (highest TPS per budget): " + "; ".join(
+            f"{b:.0%}: exit {c.exit} gates {''.join(map(str, c.gates))}"
+            for b, c in callback.important_paths.items() if c is not None))
     plot_path = plots.plot_importance(callback.history, os.path.join(out_dir, "importance.png"))
+    exports = []
     if search_and_deploy:
-        search_and_export(model, splits, out_dir, max_trials=max_trials, seed=seed)
-    summary = dict(dataset=dataset, epochs=epochs, sampler=sampler, train_seconds=train_seconds, rows=rows,
-                   importance=callback.importance, history=callback.history, model=model_path, plot=plot_path)
+        export_budgets = (0.25, 0.5)
+        _, reports = search_and_export(model, splits, out_dir, export_budgets=export_budgets,
+                                       max_trials=max_trials, seed=seed)
+        exports = [dict(budget=b, accuracy=(r.accuracy or {}).get("tflite_accuracy"), flops=r.flops)
+                   for b, r in zip(export_budgets, reports)]
+    seconds = time.perf_counter() - start
+    largest = next(r for r in rows if r["name"] == "largest")["accuracy_recalibrated"]
+    print(f"\n[demo] largest configuration: test accuracy {largest:.4f}"
+          + "".join(f"; {e['budget']:.0%} budget int8 TFLite: test accuracy {e['accuracy']:.4f}"
+                    for e in exports if e["accuracy"] is not None)
+          + f" ({seconds:.0f} s in all)")
+    summary = dict(dataset=dataset, epochs=epochs, sampler=sampler, recipe=recipe, train_seconds=train_seconds,
+                   seconds=seconds, rows=rows, importance=callback.importance, history=callback.history,
+                   validation={k: v for k, v in history.history.items() if k.startswith("val_")},
+                   exports=exports, model=model_path, plot=plot_path)
     with open(os.path.join(out_dir, "summary.json.tmp"), "w") as handle:
         json.dump(summary, handle, indent=2, default=float)
     os.replace(os.path.join(out_dir, "summary.json.tmp"), os.path.join(out_dir, "summary.json"))
-    print(f"[demo] wrote {model_path}, {plot_path}, {os.path.join(out_dir, 'summary.json')}")
+    print(f"[demo] wrote {model_path}, {plot_path}, {log_path}, {os.path.join(out_dir, 'summary.json')}")
     return summary

@@ -23,8 +23,9 @@ import os
 
 import keras
 
-from tips_keras import layers as gl
-from tips_keras import topology as topology_lib
+from tips_keras.supernet import layers as gl
+from tips_keras.supernet import topology as topology_lib
+from tips_keras.training import batchnorm
 
 OUTPUT_NAME = "probabilities"
 _CONTROL = object()  # stands for the control vector of the SubnetController in the replay
@@ -146,17 +147,17 @@ def _build(model, config, name, output_name):
     return keras.Model(inputs, out, name=name)
 
 
-def extract(model, config, recalibrate_data=None, *, name=None, output_name=OUTPUT_NAME,
+def extract(model, config, recalibrate_data="auto", *, name=None, output_name=OUTPUT_NAME,
             batch_size=128, max_batches=8):
     """Builds a new plain functional Keras model for one configuration of a supernet.
 
     Args:
-        model: a gated supernet (`AnytimeModel`, e.g. from `tips_keras.zoo`).
+        model: a gated supernet (`AnytimeModel`, e.g. from `tips_keras.supernet.zoo`).
         config: any form accepted by `ConfigSpace.resolve`: a `Configuration`, ``(exit, bits)``,
             ``{"exit": e, "gates": {name: bit}}``, ``"largest"`` or ``"smallest"``.
         recalibrate_data: optional input images (e.g. 1,024 training images). When given, the
             BatchNorm statistics are re-estimated for this configuration before the weights are
-            copied (`tips_keras.batchnorm.recalibrated`); the supernet's own statistics and its
+            copied (`tips_keras.training.batchnorm.recalibrated`); the supernet's own statistics and its
             active configuration are restored afterwards.
         name: name of the new model (default ``"<model>_exit<e>_<bits>"``).
         output_name: name of the output layer (default ``"probabilities"``).
@@ -172,16 +173,15 @@ def extract(model, config, recalibrate_data=None, *, name=None, output_name=OUTP
 
     Example:
         >>> config = {"exit": 1, "gates": {"stage0_block0": 1}}
-        >>> sub = tips_keras.export.extract(model, config)  # doctest: +SKIP
+        >>> sub = tips_keras.extraction.extract(model, config)  # doctest: +SKIP
         >>> sub.save("b050.keras")  # loads without tips_keras  # doctest: +SKIP
     """
     config = _resolve(model, config)
+    recalibrate_data = batchnorm.resolve_calibration(model, recalibrate_data)
     if name is None:
         name = f"{model.name}_exit{config.exit}_{''.join(str(b) for b in config.gates)}"
     if recalibrate_data is None:
         return _build(model, config, name, output_name)
-    from tips_keras import batchnorm
-
     controller = topology_lib.find_controller(model)
     active = keras.ops.convert_to_numpy(controller.active).copy()
     try:
@@ -314,14 +314,15 @@ def select_front(points, budgets, full_flops):
     return chosen
 
 
-def extract_front(model, front, budgets=None, recalibrate_data=None, **kwargs):
+def extract_front(model, front, budgets=None, recalibrate_data="auto", **kwargs):
     """Extracts the best sub-network of a Pareto front for each FLOPs budget.
 
     Args:
         model: the supernet the front was searched on.
         front: see `load_front`.
         budgets: fractions of the full FLOPs (<= 1) or absolute FLOPs; default: the front's.
-        recalibrate_data: optional images for per-configuration BatchNorm recalibration.
+        recalibrate_data: images for per-configuration BatchNorm recalibration, ``"auto"``
+            (default; see `extract`) or ``None``.
         **kwargs: passed to `extract`.
 
     Returns:
@@ -335,7 +336,7 @@ def extract_front(model, front, budgets=None, recalibrate_data=None, **kwargs):
         >>> for item in extract_front(model, "front.json", [0.25, 0.5], x_train[:1024]):
         ...     item["model"].save(f"{item['label']}.keras")  # doctest: +SKIP
     """
-    from tips_keras.analytic_flops import flops
+    from tips_keras.supernet.analytic_flops import flops
 
     points, info = load_front(front)
     budgets = budgets if budgets is not None else info["budgets"]

@@ -24,7 +24,7 @@ import zipfile
 import keras
 import numpy as np
 
-from tips_keras import topology as topology_lib
+from tips_keras.supernet import topology as topology_lib
 
 _PREFIX = "Invalid supernet file"
 _REQUIRED_MEMBERS = ("config.json", "model.weights.h5")
@@ -160,7 +160,7 @@ def load_supernet(path, safe_mode=True, compile=True, custom_objects=None, check
         >>> model = load_supernet("supernet.keras")  # doctest: +SKIP
         >>> model.set_config("smallest")  # doctest: +SKIP
     """
-    from tips_keras.model import AnytimeModel  # model imports layers; keep import order simple
+    from tips_keras.supernet.model import AnytimeModel  # model imports layers; keep import order simple
 
     path = os.fspath(path)
     if not os.path.exists(path):

@@ -112,7 +112,7 @@ def model_spec(model):
             Keras, or a layer called more than once.
 
     Example:
-        >>> sub = tips_keras.export.extract(model, "smallest")  # doctest: +SKIP
+        >>> sub = tips_keras.extraction.extract(model, "smallest")  # doctest: +SKIP
         >>> spec, weights = model_spec(sub)  # doctest: +SKIP
     """
     import keras
@@ -129,7 +129,7 @@ def model_spec(model):
             raise ValueError(
                 f"Invalid value for argument `sub_model`: layer {layer.name!r} of type "
                 f"{cls.__name__} is not a built-in Keras layer (extract the sub-network with "
-                "tips_keras.export.extract first; nested models are not supported)."
+                "tips_keras.extraction.extract first; nested models are not supported)."
             )
         if len(layer._inbound_nodes) != 1:
             raise ValueError(f"Layer {layer.name!r} is used {len(layer._inbound_nodes)} times; "
@@ -158,7 +158,7 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
 
     Args:
         sub_model: a plain Keras 3 classifier (softmax output), e.g. from
-            `tips_keras.export.extract`: built-in layers only, one input, one output.
+            `tips_keras.extraction.extract`: built-in layers only, one input, one output.
         x_train, y_train: fine-tuning data (float images, integer class ids).
         epochs: fine-tuning epochs (a few are enough).
         validation_data: optional ``(x, y)`` to report accuracies on.
@@ -182,7 +182,7 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
         RuntimeError: the child process failed (its error output is included).
 
     Example:
-        >>> sub = tips_keras.export.extract(model, config, recalibrate_data=x_train[:1024])  # doctest: +SKIP
+        >>> sub = tips_keras.extraction.extract(model, config, recalibrate_data=x_train[:1024])  # doctest: +SKIP
         >>> result = quantization_aware_finetune(sub, x_train, y_train, epochs=2,
         ...                                      validation_data=(x_test, y_test))  # doctest: +SKIP
         >>> result.save("b050_qat.tflite"); result.report["qat_int8_accuracy"]  # doctest: +SKIP

@@ -11,6 +11,8 @@ that every formula can be tested against hand-computed graphs. Layout:
 * :mod:`tips_keras.dtmc.scores`: TAS, TPS and importance (:func:`tas`,
   :func:`tas_from_configs`, :func:`path_score`, :func:`best_path_score_per_edge`,
   :func:`gate_importance`, :func:`importance_from_configs`);
+* :mod:`tips_keras.dtmc.budget`: the important path of each FLOPs budget
+  (:func:`best_configurations`, :func:`budget_importance`);
 * ``tips_keras.dtmc._checks``: argument validation shared by the above.
 
 Every public name is re-exported here: ``tips_keras.dtmc.X`` is the API.
@@ -76,6 +78,8 @@ topological order (a topological order is computed, a cycle raises
 fixed edge; a set of ``T`` configurations is a boolean ``(T, E)`` mask.
 """
 
+from tips_keras.dtmc.budget import best_configurations
+from tips_keras.dtmc.budget import budget_importance
 from tips_keras.dtmc.chain import HyperAdjacencyOperator
 from tips_keras.dtmc.chain import adjacency
 from tips_keras.dtmc.chain import hyper_adjacency
@@ -104,6 +108,8 @@ __all__ = [
     "path_score",
     "enumerate_paths",
     "best_path_score_per_edge",
+    "best_configurations",
+    "budget_importance",
     "gate_importance",
     "importance_from_configs",
 ]

@@ -94,7 +94,7 @@ def tas_from_configs(num_nodes, edges, active, source, sink, lam=1.0, prune=True
     ``lam * (T - 1) / sum(d)`` (0 when ``T == 1`` or ``lam == 0``).
 
     Weights say how much each visited sub-network counts (for example its
-    training loss, see `tips_keras.signals`); they are rescaled to mean 1, so
+    training loss, see `tips_keras.training.signals`); they are rescaled to mean 1, so
     only their ratios matter and all-equal weights give the unweighted chain.
 
     Args:

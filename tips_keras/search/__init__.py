@@ -19,7 +19,7 @@ Example:
 from tips_keras.search.cli import add_arguments
 from tips_keras.search.cli import cli_search
 from tips_keras.search.cli import run_from_args
-from tips_keras.search.evaluate import ConfigEvaluator
+from tips_keras.training.evaluation import ConfigEvaluator
 from tips_keras.search.exit_search import ExitSearch
 from tips_keras.search.front import ParetoFront
 from tips_keras.search.front import ParetoPoint

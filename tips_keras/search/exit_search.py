@@ -4,10 +4,11 @@ import hashlib
 
 import keras
 
-from tips_keras.model import AnytimeModel
+from tips_keras.supernet.model import AnytimeModel
 from tips_keras.search import front as front_lib
 from tips_keras.search import tuner as tuner_lib
-from tips_keras.search.evaluate import ConfigEvaluator
+from tips_keras.training.batchnorm import resolve_calibration
+from tips_keras.training.evaluation import ConfigEvaluator
 from tips_keras.search.oracle import get_oracle
 from tips_keras.search.space import SearchSpace
 
@@ -44,8 +45,10 @@ class ExitSearch:
         directory: keras-tuner working directory.
         project_name: keras-tuner project name (a folder in ``directory``).
         overwrite: start afresh (True) or resume an existing project (False).
-        recalibration_data: training images for per-configuration BatchNorm recalibration
-            (None: evaluate with the shared statistics).
+        recalibration_data: training images for per-configuration BatchNorm recalibration;
+            ``"auto"`` (default): the calibration sample the last ``fit`` with `TIPSCallback`
+            kept on the model (`tips_keras.training.batchnorm.calibration_data`), or none if there
+            is none (a model loaded from a file); ``None``: evaluate with the shared statistics.
         recalibration_batches: forward passes per recalibration (of
             ``recalibration_batch_size`` images).
         recalibration_batch_size: images per recalibration pass.
@@ -71,13 +74,14 @@ class ExitSearch:
 
     def __init__(self, model, validation_data, budgets=(0.25, 0.5, 0.75, 1.0), max_trials=100,
                  oracle="tips", directory="runs/search", project_name="exit_search", overwrite=False,
-                 recalibration_data=None, recalibration_batches=4, recalibration_batch_size=128,
+                 recalibration_data="auto", recalibration_batches=4, recalibration_batch_size=128,
                  batch_size=256, seed=0, importance=None, progress=True, **oracle_kwargs):
         if not isinstance(model, AnytimeModel):
             raise ValueError("Invalid value for argument `model`. Expected a tips_keras.AnytimeModel "
-                             "(a gated supernet from tips_keras.zoo or tips_keras.anytime). "
+                             "(a gated supernet from tips_keras.supernet.zoo or tips_keras.anytime). "
                              f"Received: model of type {type(model).__name__}")
         self.model = model
+        recalibration_data = resolve_calibration(model, recalibration_data)
         self.space = SearchSpace(model, importance=importance)
         self.evaluator = ConfigEvaluator(
             model, validation_data, batch_size=batch_size, recalibration_data=recalibration_data,

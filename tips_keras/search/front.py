@@ -3,7 +3,7 @@
 A point dominates another when it has at most its FLOPs and at least its accuracy (and is
 strictly better in one). The front is the set of non-dominated points, sorted by FLOPs; along it
 accuracy strictly increases. The JSON form (`to_json`) holds every evaluated point (with an
-``on_front`` flag), the supernet's full FLOPs and the budgets; `tips_keras.export.load_front`
+``on_front`` flag), the supernet's full FLOPs and the budgets; `tips_keras.extraction.load_front`
 reads it.
 """
 
@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from tips_keras.configs import Configuration
+from tips_keras.supernet.configs import Configuration
 from tips_keras.search.space import budget_to_flops
 
 FORMAT = "tips_keras.search.ParetoFront"

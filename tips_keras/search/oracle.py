@@ -7,9 +7,11 @@ budget ``n mod B`` and its configuration has at most that many FLOPs, so every b
 candidates near it. Configurations are canonical (bits of gates after the exit are 0), so
 keras-tuner's own duplicate check never lets a sub-network be evaluated twice.
 
-* `TIPSOracle` is guided by the supernet's TIPS importance: per budget it first tries the
-  importance-greedy configuration of every exit (switch on gates by decreasing importance while
-  the budget allows), then evolves: a tournament picks an accurate evaluated parent that fits the
+* `TIPSOracle` is guided by the supernet's TIPS importance: per budget it first tries TIPS'
+  important paths that fit it (stored in the controller by `TIPSCallback`: the highest-TPS
+  configuration per training budget, the paths TIPS trained most), then the importance-greedy
+  configuration of every exit (switch on gates by decreasing importance while the budget
+  allows), then evolves: a tournament picks an accurate evaluated parent that fits the
   budget, gates are flipped with importance-weighted probabilities (important off-gates are
   switched on, unimportant on-gates off), the exit moves by one now and then, the child is
   repaired into the budget (gates switched off in a random order that favours unimportant ones)
@@ -262,22 +264,29 @@ class TIPSOracle(ConfigOracle):
         self.preference = (1.0 - self.guidance) + self.guidance * space.importance
 
     def seeds(self, target):
-        """Importance-greedy configuration of every exit that fits ``target`` (deepest exit first).
+        """The first candidates for ``target``: TIPS' important paths, then greedy fills.
 
-        Each starts with all gates off and switches gates on by decreasing importance while it fits
-        (`SearchSpace.fill`).
+        First the important paths stored in the supernet's controller that fit ``target`` (most
+        FLOPs first: the important path of the nearest budget below), then the importance-greedy
+        configuration of every exit (deepest first): all gates off, then gates switched on by
+        decreasing importance while it fits (`SearchSpace.fill`).
 
         Args:
             target: the budget in FLOPs.
 
         Returns:
-            A float32 array (n, G + 1), one row per exit whose gate-less configuration fits.
+            A float32 array (n, G + 1) of canonical vectors that fit ``target``.
         """
+        important = self.space.important_paths
+        if len(important):
+            flops = self.space.cost(important)[0]
+            important = important[flops <= target][np.argsort(-flops[flops <= target], kind="stable")]
         exits = np.arange(self.space.num_exits)[::-1]
         base = np.zeros((len(exits), self.space.num_gates + 1), np.float32)
         base[:, -1] = exits
         base = base[self.space.cost(base)[0] <= target]
-        return self.space.fill(base, target) if len(base) else base
+        filled = self.space.fill(base, target) if len(base) else base
+        return np.concatenate([important.astype(np.float32), filled]) if len(important) else filled
 
     def _propose(self, target, rng, round_index):
         if round_index == 0:

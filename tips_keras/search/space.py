@@ -1,6 +1,6 @@
 """The search space of an anytime supernet: configurations, their FLOPs, budgets and repairs.
 
-Pure numpy around one Keras call (`tips_keras.analytic_flops.cost_vectors`, exact and
+Pure numpy around one Keras call (`tips_keras.supernet.analytic_flops.cost_vectors`, exact and
 vectorised): the oracles build, repair and de-duplicate configurations here as control vectors
 ``[gate bits..., exit]`` (`tips_keras.Configuration.to_vector`), always in canonical form (bits of
 gates after the exit are 0, so equal sub-networks have equal vectors).
@@ -12,8 +12,8 @@ import keras
 import keras_tuner
 import numpy as np
 
-from tips_keras import analytic_flops
-from tips_keras.configs import Configuration
+from tips_keras.supernet import analytic_flops
+from tips_keras.supernet.configs import Configuration
 
 EXIT_HP = "exit"
 
@@ -67,12 +67,14 @@ class SearchSpace:
         gate_flops: FLOPs saved by switching off each gate alone (from the largest).
         importance: the importance used (clipped to [0, 1]).
         importance_given: False when the importance was all zeros.
+        important_paths: TIPS' important paths stored in the controller (canonical control
+            vectors (n, G + 1); empty for a supernet not trained with TIPS).
 
     Raises:
         ValueError: ``importance`` not of length G or not finite.
 
     Example:
-        >>> space = SearchSpace(tips_keras.zoo.anytime_resnet())  # doctest: +SKIP
+        >>> space = SearchSpace(tips_keras.supernet.zoo.anytime_resnet())  # doctest: +SKIP
         >>> space.resolve_budgets([0.5, 1.0])  # doctest: +SKIP
         array([11882624, 23765248])
     """
@@ -95,6 +97,11 @@ class SearchSpace:
         importance = np.clip(importance, 0.0, 1.0)
         self.importance_given = bool(importance.any())
         self.importance = importance if self.importance_given else np.full(self.num_gates, 0.5)
+        stored = keras.ops.convert_to_numpy(getattr(model.controller, "important_paths", np.zeros((0, 1))))
+        stored = np.asarray(stored, np.float32).reshape(-1, self.num_gates + 1) if stored.size else \
+            np.zeros((0, self.num_gates + 1), np.float32)
+        stored = stored[stored[:, -1] >= 0]
+        self.important_paths = cs.canonical_vectors(stored) if len(stored) else stored
         flops, _ = self.cost(np.stack([cs.largest().to_vector(), cs.smallest().to_vector()]))
         self.full_flops, self.smallest_flops = int(flops[0]), int(flops[1])
         largest = cs.largest().to_vector()
@@ -150,7 +157,7 @@ class SearchSpace:
         return self.gate_min_exit[None, :] <= exits[:, None]
 
     def cost(self, vectors):
-        """Exact FLOPs and parameters of control vectors (`tips_keras.analytic_flops.cost_vectors`).
+        """Exact FLOPs and parameters of control vectors (`tips_keras.supernet.analytic_flops.cost_vectors`).
 
         Args:
             vectors: one vector (G + 1,) or an array (T, G + 1).

@@ -30,8 +30,8 @@ import weakref
 import keras
 import numpy as np
 
-from tips_keras import layers as gl
-from tips_keras import topology as topology_lib
+from tips_keras.supernet import layers as gl
+from tips_keras.supernet import topology as topology_lib
 
 _RULES = {}
 _TABLES = weakref.WeakKeyDictionary()
@@ -182,7 +182,7 @@ def layer_macs(layer, input_shapes, output_shape):
     if layer.weights:
         raise ValueError(
             f"Cannot count FLOPs of layer {layer.name!r} of type {type(layer).__name__}: no rule "
-            "for this layer type. Register one with tips_keras.analytic_flops.register_flops(cls, rule)."
+            "for this layer type. Register one with tips_keras.supernet.analytic_flops.register_flops(cls, rule)."
         )
     return 0
 
@@ -201,7 +201,7 @@ def module_macs(layer):
         ValueError: a layer never called on a symbolic input, or one without a counting rule.
 
     Example:
-        >>> module_macs(tips_keras.export.extract(model, "smallest"))  # doctest: +SKIP
+        >>> module_macs(tips_keras.extraction.extract(model, "smallest"))  # doctest: +SKIP
     """
     functional = _as_functional(layer)
     if functional is None:
@@ -265,7 +265,7 @@ def cost(model, config):
 
     A layer counts when its output lies on the input -> output path of the configuration (for a
     merge: per active input beyond the first). This is exactly the cost of the plain model that
-    `tips_keras.export.extract` builds for the configuration.
+    `tips_keras.extraction.extract` builds for the configuration.
 
     Args:
         model: a gated supernet.
@@ -323,7 +323,7 @@ def flops(model, config="largest"):
     """Analytic FLOPs (MACs) of one configuration of a gated supernet.
 
     Args:
-        model: a gated supernet (e.g. from `tips_keras.zoo`).
+        model: a gated supernet (e.g. from `tips_keras.supernet.zoo`).
         config: a `Configuration`, ``(exit, bits)``, ``{"exit": e, "gates": {...}}``,
             ``"largest"`` or ``"smallest"``.
 
@@ -335,7 +335,7 @@ def flops(model, config="largest"):
             exit out of range) or the model has no gates.
 
     Example:
-        >>> model = tips_keras.zoo.anytime_resnet()  # doctest: +SKIP
+        >>> model = tips_keras.supernet.zoo.anytime_resnet()  # doctest: +SKIP
         >>> tips_keras.flops(model, "smallest") < tips_keras.flops(model, "largest")  # doctest: +SKIP
         True
     """

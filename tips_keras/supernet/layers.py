@@ -5,8 +5,8 @@ Three layers make that possible without ever re-tracing or rebuilding the model:
 
 * `SubnetController` owns the *configuration* as a non-trainable variable
   ``active = [gate_0, ..., gate_{G-1}, exit_index]`` and emits it as a small tensor. It also owns the
-  sampler's state (per-gate sampling probabilities, per-exit probabilities, last importance), so a
-  checkpoint (``model.save_weights``, ``keras.callbacks.BackupAndRestore``) keeps it.
+  sampler's state (per-gate sampling probabilities, per-exit probabilities, last importance, the
+  important paths), so a checkpoint (``model.save_weights``, ``BackupAndRestore``) keeps it.
 * `PathGate` wraps an operation (typically the conv branch of a residual block) and runs it inside a
   graph conditional: when the gate is off, or when the active exit comes before the gate's stage,
   the wrapped layer is not computed at all and a zero tensor of the right shape is returned (the
@@ -23,6 +23,7 @@ import keras
 from keras import ops
 
 PACKAGE = "tips_keras"
+MAX_IMPORTANT_PATHS = 8  # rows of `SubnetController.important_paths`
 
 
 def _scalar(control, index):
@@ -85,6 +86,13 @@ class SubnetController(keras.layers.Layer):
         # Number of sampler updates applied so far (0 = still the initial distribution).
         self.updates = self.add_weight(
             shape=(), initializer="zeros", name="updates", **common
+        )
+        # TIPS' important paths (the highest-TPS configuration per FLOPs budget), one control
+        # vector per row; unused rows are -1. The TIPS sampler draws them and the search starts
+        # from them.
+        self.important_paths = self.add_weight(
+            shape=(MAX_IMPORTANT_PATHS, g + 1), initializer=keras.initializers.Constant(-1.0),
+            name="important_paths", **common
         )
 
     def call(self, inputs):
@@ -227,6 +235,28 @@ class ExitHead(_Switched):
         config = super().get_config()
         config.update(exit_index=self.exit_index)
         return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ReachedExitHead(ExitHead):
+    """An exit head computed whenever the active sub-network reaches it (joint exit training).
+
+    The same head as an `ExitHead` (usually sharing its layer and weights), but switched on when
+    ``exit_index <= active exit`` instead of ``==``: one forward pass of a sub-network then yields
+    the output of every exit its trunk passes, as the early-exit literature trains them (MSDNet,
+    Shallow-Deep Networks). Heads after the active exit return zeros. `AnytimeModel.exits_model`
+    builds the view that uses it.
+
+    Args:
+        layer: the head (shared with the model's `ExitHead`).
+        exit_index: this head's index.
+
+    Example:
+        >>> head = ReachedExitHead(model.get_layer("exit0").layer, exit_index=0)  # doctest: +SKIP
+    """
+
+    def _flag(self, control):
+        return _scalar(control, -1) > (float(self.exit_index) - 0.5)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,55 +1,47 @@
 """`AnytimeModel`: a functional Keras model whose active sub-network is switched at run time.
 
-It adds three things to a functional model and nothing else (its constructor is the functional
-one, so ``.keras`` files round-trip with the standard machinery):
+It adds to a functional model, and nothing else (its constructor is the functional one, so
+``.keras`` files round-trip with the standard machinery):
 
 * `set_config` / `get_active_config` to switch the sub-network (one variable assign, no re-trace);
-* a `train_step` that trains several sub-networks ("paths") on the same batch in one optimizer
-  step, accumulating their gradients, with optional in-place distillation of the largest path's
-  soft output into the others. It is used only once `configure_paths` was called (the TIPS
-  callback does this); otherwise the standard Keras step runs;
-* a `paths` variable the callback fills with the paths of the next step, and a `path_signals`
-  variable in which each step leaves, per path, its loss and the global norm of its gradients
-  (the training signal that `TIPSCallback(signal=...)` feeds into the DTMC).
+* `exits_model`, a view that computes every exit the active sub-network's trunk reaches in one
+  forward pass (joint exit training);
+* a hook for the training step: `set_training_step` makes `train_step` run a step object (the
+  multi-path, multi-exit step of `tips_keras.training.step`, attached by `TIPSCallback`); without
+  one the standard Keras step runs. The model never imports the training package;
+* `fit`, which moves callbacks marked ``runs_first`` (the TIPS callback) to the front and hands
+  callbacks that ask for them (``set_fit_arguments``) the arguments of the call, so the callback
+  can take its BatchNorm calibration sample and its validation data from them.
 """
 
+import inspect
+
 import keras
-import numpy as np
-import tensorflow as tf
 
-from tips_keras import topology as topology_lib
-
-
-class _PathState:
-    """Holds per-step path data outside Keras' weight tracking (not saved in checkpoints)."""
-
-    def __init__(self, variable, signals, paths_per_step, distillation, record_signals):
-        self.variable = variable
-        self.signals = signals  # (paths_per_step, 2): loss, gradient global norm of each path
-        self.record_signals = record_signals
-        self.paths_per_step = paths_per_step
-        self.distillation = distillation
+from tips_keras.supernet import layers as gl
+from tips_keras.supernet import topology as topology_lib
 
 
-def _tips_callbacks_first(callbacks):
-    """Stable partition of a list / tuple of callbacks: TIPS callbacks first."""
+def _runs_first_order(callbacks):
+    """Stable partition of a list / tuple of callbacks: those marked ``runs_first`` first."""
     if not isinstance(callbacks, (list, tuple)):
         return callbacks
-    from tips_keras.callbacks import TIPSCallback  # callbacks imports this module
+    first = [c for c in callbacks if getattr(c, "runs_first", False)]
+    return first + [c for c in callbacks if not getattr(c, "runs_first", False)]
 
-    tips_callbacks = [c for c in callbacks if isinstance(c, TIPSCallback)]
-    return tips_callbacks + [c for c in callbacks if not isinstance(c, TIPSCallback)]
+
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 
 
 @keras.saving.register_keras_serializable(package="tips_keras")
 class AnytimeModel(keras.Model):
     """A functional model with gated layers (`PathGate`, `ExitHead`) and a `SubnetController`.
 
-    Build it like any functional model: ``AnytimeModel(inputs, outputs)``; `tips_keras.zoo` and
+    Build it like any functional model: ``AnytimeModel(inputs, outputs)``; `tips_keras.supernet.zoo` and
     `tips_keras.anytime` do so for you.
 
     Example:
-        >>> model = tips_keras.zoo.anytime_resnet()  # doctest: +SKIP
+        >>> model = tips_keras.supernet.zoo.anytime_resnet()  # doctest: +SKIP
         >>> model.set_config("smallest")             # doctest: +SKIP
         >>> model.predict(x)  # runs the smallest sub-network  # doctest: +SKIP
     """
@@ -72,7 +64,7 @@ class AnytimeModel(keras.Model):
 
     @property
     def topology(self):
-        """The gate DAG (`tips_keras.topology.Topology`), read once and cached per model.
+        """The gate DAG (`tips_keras.supernet.topology.Topology`), read once and cached per model.
 
         Returns:
             A `Topology`.
@@ -130,176 +122,82 @@ class AnytimeModel(keras.Model):
             >>> model.get_active_config()  # doctest: +SKIP
             Configuration(exit=2, gates=(1, 1, 1, 1, 1, 1))
         """
-        from tips_keras.configs import Configuration
+        from tips_keras.supernet.configs import Configuration
 
         return Configuration.from_vector(keras.ops.convert_to_numpy(self.controller.active))
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`, with every `TIPSCallback` moved to the front of ``callbacks``.
+    def exits_model(self):
+        """A view of the supernet that outputs every exit the active sub-network reaches.
 
-        At the end of an epoch the TIPS callback writes the epoch's importance and sampler state
-        into the controller and the ``importance/*`` logs. Callbacks that save the model then
-        (``BackupAndRestore``, ``ModelCheckpoint``) must run after it, or a resumed run would
-        continue from the previous epoch's sampler state; so must callbacks reading the logs
-        (``CSVLogger``, ``TensorBoard``, ``EarlyStopping``). The order among the other callbacks
-        is kept; a ``CallbackList`` is passed on unchanged.
-
-        Args:
-            *args: positional arguments of `keras.Model.fit` (``callbacks`` is the sixth).
-            **kwargs: keyword arguments of `keras.Model.fit`.
+        Built once and cached (not saved): the same layers and weights, with each `ExitHead`
+        replaced by a `ReachedExitHead` on the same head, so one forward pass of configuration
+        ``(e, bits)`` computes exits ``0..e`` of that trunk; later exits are zeros. The training step
+        uses it to train every reached exit at once.
 
         Returns:
-            The ``History`` of `keras.Model.fit`.
-
-        Example:
-            >>> model.fit(x, y, epochs=5, callbacks=[keras.callbacks.CSVLogger("log.csv"),
-            ...                                      tips_keras.TIPSCallback()])  # doctest: +SKIP
-        """
-        if len(args) > 5:  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
-            args = args[:5] + (_tips_callbacks_first(args[5]),) + args[6:]
-        elif "callbacks" in kwargs:
-            kwargs["callbacks"] = _tips_callbacks_first(kwargs["callbacks"])
-        return super().fit(*args, **kwargs)
-
-    def configure_paths(self, paths_per_step=1, distillation=0.0, record_signals=False):
-        """Switches `train_step` to multi-path training; called by `TIPSCallback`.
-
-        Args:
-            paths_per_step: sub-networks trained on each batch (gradients averaged over them).
-            distillation: weight ``a`` in ``(1 - a) * loss + a * KL(teacher || student)`` for
-                paths after the first; the first path is the teacher (the callback makes it the
-                largest sub-network when ``a > 0``). 0 disables distillation. Assumes the
-                model outputs probabilities (softmax heads).
-            record_signals: also record each path's loss and gradient global norm for
-                `get_path_signals` (one extra norm per path and step; `TIPSCallback` asks for it
-                only with ``signal``).
+            A functional ``keras.Model`` from the model input to a list of E outputs, ordered by
+            exit index.
 
         Raises:
-            ValueError: ``paths_per_step`` is not a positive integer, ``distillation`` is not in
-                [0, 1], or ``record_signals`` is not a bool.
+            ValueError: the model is not a gated supernet (see `tips_keras.read_topology`).
 
         Example:
-            >>> model.configure_paths(paths_per_step=2)  # doctest: +SKIP
-            >>> space = model.config_space  # doctest: +SKIP
-            >>> model.set_step_paths([space.largest().to_vector(),
-            ...                       space.smallest().to_vector()])  # doctest: +SKIP
+            >>> model.set_config((1, [1, 1, 0, 0, 0, 0]))  # doctest: +SKIP
+            >>> p0, p1, p2 = model.exits_model()(x)  # p2 is zeros: exit 2 is not reached  # doctest: +SKIP
         """
-        if isinstance(paths_per_step, bool) or not isinstance(paths_per_step, int) or paths_per_step < 1:
-            raise ValueError(
-                "Invalid value for argument `paths_per_step`. Expected a positive integer. "
-                f"Received: paths_per_step={paths_per_step!r}"
-            )
-        if not 0.0 <= float(distillation) <= 1.0:
-            raise ValueError(
-                "Invalid value for argument `distillation`. Expected a float in [0, 1]. "
-                f"Received: distillation={distillation!r}"
-            )
-        if not isinstance(record_signals, bool):
-            raise ValueError(
-                "Invalid value for argument `record_signals`. Expected a bool. "
-                f"Received: record_signals={record_signals!r}"
-            )
-        state = getattr(self, "_tips_paths", None)
-        width = self.controller.num_gates + 1
-        if state is None or state.variable.shape[0] != paths_per_step:
-            with self.distribute_strategy.scope():
-                variable = tf.Variable(
-                    np.tile(keras.ops.convert_to_numpy(self.controller.active), (paths_per_step, 1)),
-                    trainable=False,
-                    dtype=tf.float32,
-                    shape=(paths_per_step, width),
-                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                    name="tips_paths",
-                )
-                signals = tf.Variable(
-                    tf.zeros((paths_per_step, 2)),
-                    trainable=False,
-                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                    name="tips_path_signals",
-                )
-        else:
-            variable, signals = state.variable, state.signals
-        object.__setattr__(
-            self,
-            "_tips_paths",
-            _PathState(variable, signals, paths_per_step, float(distillation), record_signals),
-        )
-        self.train_function = None
-        self.make_train_function(force=True)
+        view = self.__dict__.get("_tips_exits_model")
+        if view is None:
+            self.topology  # raises for a model without gates
+            heads = sorted((layer for layer in self.layers if isinstance(layer, gl.ExitHead)),
+                           key=lambda layer: layer.exit_index)
+            outputs = []
+            for head in heads:
+                x, control = head.input
+                reached = gl.ReachedExitHead(head.layer, exit_index=head.exit_index,
+                                             name=f"{head.name}_reached")
+                outputs.append(reached([x, control]))
+            inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+            view = keras.Model(inputs, outputs, name=f"{self.name}_exits")
+            object.__setattr__(self, "_tips_exits_model", view)  # untracked: no second copy saved
+        return view
 
-    def release_paths(self):
-        """Goes back to the standard single-configuration `train_step`.
-
-        `TIPSCallback` calls it at the end of training.
-
-        Example:
-            >>> model.release_paths()  # doctest: +SKIP
-        """
-        object.__setattr__(self, "_tips_paths", None)
-        self.train_function = None
-
-    def set_step_paths(self, vectors):
-        """Sets the control vectors that the next multi-path train step trains.
-
-        `TIPSCallback` calls it before every batch: a variable assign, no re-trace. Only valid after
-        `configure_paths`.
-
-        Args:
-            vectors: array-like (paths_per_step, G + 1) of control vectors.
-
-        Raises:
-            ValueError: called before `configure_paths`, or vectors of the wrong shape.
-
-        Example:
-            >>> model.set_step_paths([model.config_space.largest().to_vector()])  # doctest: +SKIP
-        """
-        state = getattr(self, "_tips_paths", None)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if state is None:
-            raise ValueError(
-                "Invalid call: set_step_paths needs multi-path training, set up by "
-                "configure_paths(paths_per_step) (TIPSCallback does it in on_train_begin). "
-                f"Received: vectors of shape {vectors.shape} before configure_paths"
-            )
-        if vectors.shape != tuple(state.variable.shape):
-            raise ValueError(
-                "Invalid value for argument `vectors`. Expected control vectors of shape "
-                f"{tuple(state.variable.shape)} (paths_per_step, G + 1). Received: shape {vectors.shape}"
-            )
-        state.variable.assign(vectors)
-
-    def get_path_signals(self):
-        """Per-path training signal of the latest multi-path step.
+    @property
+    def training_step(self):
+        """The step object `train_step` runs (``None``: the standard Keras step).
 
         Returns:
-            A numpy array (paths_per_step, 2): column 0 the path's loss (distilled loss for the
-            paths after the teacher), column 1 the global norm of its gradients. ``None`` before
-            `configure_paths`.
+            The object set by `set_training_step`, or ``None``.
+        """
+        return self.__dict__.get("_tips_training_step")
+
+    def set_training_step(self, step):
+        """Makes `train_step` run ``step.train_step(data)`` (``None`` restores the standard step).
+
+        `TIPSCallback` attaches a `tips_keras.training.step.AnytimeStep` at the start of training
+        and removes it at the end. The train function is rebuilt (traced at its first call).
+
+        Args:
+            step: an object with a ``train_step(data)`` method returning the metric results, or
+                ``None``.
 
         Raises:
-            ValueError: paths configured without ``record_signals=True``.
+            ValueError: ``step`` has no ``train_step`` method.
 
         Example:
-            >>> loss, grad_norm = model.get_path_signals()[0]  # doctest: +SKIP
+            >>> model.set_training_step(None)  # back to keras.Model.train_step  # doctest: +SKIP
         """
-        state = getattr(self, "_tips_paths", None)
-        if state is None:
-            return None
-        if not state.record_signals:
+        if step is not None and not callable(getattr(step, "train_step", None)):
             raise ValueError(
-                "Invalid call: get_path_signals needs configure_paths(..., record_signals=True) "
-                "(TIPSCallback asks for it when `signal` is set). Received: record_signals=False"
+                "Invalid value for argument `step`. Expected an object with a train_step(data) "
+                f"method, or None. Received: step of type {type(step).__name__}"
             )
-        return keras.ops.convert_to_numpy(state.signals)
+        object.__setattr__(self, "_tips_training_step", step)
+        self.train_function = None
+        if step is not None:  # `fit` may have made its train function already (before on_train_begin)
+            self.make_train_function(force=True)
 
     def train_step(self, data):
-        """One optimizer step: multi-path after `configure_paths`, else Keras' standard step.
-
-        Multi-path: each control vector of `set_step_paths` is activated in turn, its loss computed
-        (distilled from the first path's output when ``distillation > 0``) and its gradients
-        accumulated; one update applies their mean. The loss tracker gets the mean loss, the metrics
-        the first path's predictions; the last path stays active. With ``record_signals`` each
-        path's loss and gradient norm go to `get_path_signals`.
+        """Runs the attached training step (`set_training_step`), else Keras' standard step.
 
         Args:
             data: a batch ``(x, y)`` or ``(x, y, sample_weight)``.
@@ -307,48 +205,47 @@ class AnytimeModel(keras.Model):
         Returns:
             The metric results, as `keras.Model.train_step`.
         """
-        state = getattr(self, "_tips_paths", None)
-        if state is None:
+        step = self.training_step
+        if step is None:
             return super().train_step(data)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        active = self.controller.active
-        weights = self.trainable_weights
-        accumulated = [tf.zeros_like(w) for w in weights]
-        teacher, first_pred, total_loss = None, None, 0.0
-        kl = keras.losses.KLDivergence(reduction="sum_over_batch_size")
-        batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        signals = []
-        for i in range(state.paths_per_step):
-            active.assign(state.variable[i])
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self._compute_loss(
-                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-                )
-                if teacher is not None:
-                    loss = (1.0 - state.distillation) * loss + state.distillation * kl(
-                        teacher, y_pred
-                    )
-                total_loss += loss
-                scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
-            grads = tape.gradient(scaled, weights)
-            # Weights of skipped branches get no gradient in eager mode (`run_eagerly=True`:
-            # only the taken branch of a gate's `cond` runs); `UnconnectedGradients.ZERO` fails
-            # there on Keras variables, so add nothing for them instead.
-            accumulated = [a if g is None else a + g for a, g in zip(accumulated, grads)]
-            if state.record_signals:
-                norm = tf.linalg.global_norm([g for g in grads if g is not None])
-                signals.append(tf.stack([tf.cast(loss, tf.float32), tf.cast(norm, tf.float32)]))
-            if i == 0:
-                first_pred = y_pred
-                if state.distillation > 0:
-                    teacher = tf.stop_gradient(y_pred)
-        k = float(state.paths_per_step)
-        if state.record_signals:
-            state.signals.assign(tf.stack(signals))
-        self._loss_tracker.update_state(
-            keras.src.losses.loss.unscale_loss_for_distribution(total_loss / k),
-            sample_weight=batch,
-        )
-        self.optimizer.apply_gradients(zip([a / k for a in accumulated], weights))
-        return self.compute_metrics(x, y, first_pred, sample_weight=sample_weight)
+        return step.train_step(data)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, with callbacks marked ``runs_first`` (the TIPS callback) moved first.
+
+        At the end of an epoch the TIPS callback writes the epoch's importance and sampler state
+        into the controller and its deployed-accuracy metrics into the logs. Callbacks that save
+        the model then (``BackupAndRestore``, ``ModelCheckpoint``) must run after it, or a resumed
+        run would continue from the previous epoch's sampler state; so must callbacks reading the
+        logs (``CSVLogger``, ``TensorBoard``, ``EarlyStopping``). The order among the other
+        callbacks is kept; a ``CallbackList`` is passed on unchanged.
+
+        Callbacks with a ``set_fit_arguments(arguments)`` method receive the call's arguments by
+        name (``x``, ``y``, ``validation_data``, ``validation_split``, ...) before training starts:
+        `TIPSCallback` takes its BatchNorm calibration images and validation data from them.
+
+        Args:
+            *args: positional arguments of `keras.Model.fit`.
+            **kwargs: keyword arguments of `keras.Model.fit`.
+
+        Returns:
+            The ``History`` of `keras.Model.fit`.
+
+        Raises:
+            TypeError: arguments that `keras.Model.fit` does not accept.
+
+        Example:
+            >>> model.fit(x, y, epochs=5, callbacks=[keras.callbacks.CSVLogger("log.csv"),
+            ...                                      tips_keras.TIPSCallback()])  # doctest: +SKIP
+        """
+        bound = _FIT_SIGNATURE.bind(self, *args, **kwargs)
+        callbacks = bound.arguments.get("callbacks")
+        if callbacks is not None:
+            callbacks = _runs_first_order(callbacks)
+            bound.arguments["callbacks"] = callbacks
+            members = callbacks.callbacks if isinstance(callbacks, keras.callbacks.CallbackList) else callbacks
+            arguments = {k: v for k, v in bound.arguments.items() if k not in ("self", "kwargs")}
+            for callback in members:
+                if callable(getattr(callback, "set_fit_arguments", None)):
+                    callback.set_fit_arguments(arguments)
+        return super().fit(*bound.args[1:], **bound.kwargs)

@@ -4,6 +4,14 @@ Nodes are feature maps: the model input and the output tensor of every layer (th
 of `SubnetController` is not a feature map and is left out). Edges are operations: a layer with
 inputs ``u_1..u_n`` and output ``v`` contributes edges ``u_i -> v``.
 
+A gated branch or an exit head wraps a whole sub-model (two convolutions, say) in one layer. As in
+the authors' block graphs (``TPS_analysis/tps_sum.py``: a basic block is the 4-cycle input ->
+conv -> conv -> output plus the residual edge), such a layer gets one internal node per weighted
+layer it runs before its output (``<layer>/1``, ``<layer>/2``, ...): its single edge becomes a
+chain of edges, all switched by the same gate or exit. A residual block of the zoo is then the
+authors' basic block: input, first convolution, second convolution (the branch output) and the
+merge, with the shortcut from input to merge.
+
 Which configuration switches which edge:
 
 * the edge into a `PathGate` output carries the gate (``gate_index``), and so does every edge out
@@ -21,9 +29,9 @@ import weakref
 
 import numpy as np
 
-from tips_keras import configs as configs_lib
+from tips_keras.supernet import configs as configs_lib
 from tips_keras import dtmc
-from tips_keras import layers as gl
+from tips_keras.supernet import layers as gl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +52,7 @@ class Topology:
         space: the `ConfigSpace` (gate names, gate stages, number of exits).
 
     Example:
-        >>> topo = read_topology(tips_keras.zoo.anytime_resnet())  # doctest: +SKIP
+        >>> topo = read_topology(tips_keras.supernet.zoo.anytime_resnet())  # doctest: +SKIP
         >>> topo.num_gates, topo.space.num_exits  # doctest: +SKIP
         (6, 3)
     """
@@ -75,6 +83,27 @@ class Topology:
             An int.
         """
         return self.space.num_gates
+
+    def node_masks(self, vectors):
+        """Nodes on the input -> output paths of many configurations.
+
+        Args:
+            vectors: array (T, G + 1) of control vectors.
+
+        Returns:
+            Boolean array (T, V): node ``v`` is an endpoint of an active (pruned) edge.
+
+        Raises:
+            ValueError: ``vectors`` is not of shape (T, G + 1).
+
+        Example:
+            >>> topo.node_masks([topo.space.smallest().to_vector()]).sum()  # doctest: +SKIP
+        """
+        edges = self.edge_masks(vectors)
+        nodes = np.zeros((len(edges), self.num_nodes), dtype=bool)
+        for column in (0, 1):
+            np.logical_or.at(nodes, (slice(None), self.edges[:, column]), edges)
+        return nodes
 
     def edge_masks(self, vectors, prune=True):
         """Active edges for many configurations.
@@ -118,6 +147,15 @@ def _history(tensor):
     return tensor._keras_history  # (operation, node_index, tensor_index)
 
 
+def _weighted_layers(layer):
+    """Number of layers with a kernel (convolutions, dense layers) inside ``layer``."""
+    count = 0
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if any(hasattr(sub, name) for name in ("kernel", "depthwise_kernel", "pointwise_kernel")):
+            count += 1
+    return count
+
+
 def find_controller(model):
     """Returns the model's `SubnetController` layer.
 
@@ -131,14 +169,14 @@ def find_controller(model):
         ValueError: none or several ``SubnetController`` layers (the message gives the count).
 
     Example:
-        >>> find_controller(tips_keras.zoo.anytime_resnet()).num_gates  # doctest: +SKIP
+        >>> find_controller(tips_keras.supernet.zoo.anytime_resnet()).num_gates  # doctest: +SKIP
         6
     """
     found = [layer for layer in getattr(model, "layers", []) if isinstance(layer, gl.SubnetController)]
     if len(found) != 1:
         raise ValueError(
             "Invalid value for argument `model`. Expected a functional anytime model with "
-            "exactly one SubnetController and gated layers (build one with tips_keras.zoo or "
+            "exactly one SubnetController and gated layers (build one with tips_keras.supernet.zoo or "
             f"tips_keras.anytime). Received: model={getattr(model, 'name', model)!r} with "
             f"{len(found)} SubnetController layers"
         )
@@ -160,7 +198,7 @@ def read_topology(model):
             ``0..G-1`` / ``0..E-1`` as declared by the controller.
 
     Example:
-        >>> topo = read_topology(tips_keras.zoo.anytime_resnet())  # doctest: +SKIP
+        >>> topo = read_topology(tips_keras.supernet.zoo.anytime_resnet())  # doctest: +SKIP
         >>> topo.space.gate_names[:2]  # doctest: +SKIP
         ('stage0_block0', 'stage0_block1')
     """
@@ -206,12 +244,20 @@ def read_topology(model):
                 exit_index = op.exit_index
                 exit_of_node[out] = exit_index
                 exit_layers.setdefault(exit_index, []).append(op)
+            chain = []  # internal nodes of a wrapped sub-model (one per weighted layer but the last)
+            if isinstance(op, (gl.PathGate, gl.ExitHead)) and len(inputs) == 1:
+                for k in range(1, _weighted_layers(op.layer)):
+                    chain.append(len(node_names))
+                    node_names.append(f"{op.name}/{k}")
             for tensor in inputs:
                 u = node_of(tensor)
-                edges.append((u, out))
-                edge_gate.append(gate if gate >= 0 else gate_of_node.get(u, -1))
-                edge_exit.append(exit_index if exit_index >= 0 else exit_of_node.get(u, -1))
-                edge_layer.append(op.name)
+                gate_u = gate if gate >= 0 else gate_of_node.get(u, -1)
+                exit_u = exit_index if exit_index >= 0 else exit_of_node.get(u, -1)
+                for a, b in zip([u] + chain, chain + [out]):
+                    edges.append((a, b))
+                    edge_gate.append(gate_u)
+                    edge_exit.append(exit_u)
+                    edge_layer.append(op.name)
     sink = node_of(model.outputs[0])
 
     num_gates, num_exits = controller.num_gates, controller.num_exits

@@ -11,8 +11,8 @@ single exit.
 
 import keras
 
-from tips_keras import layers as gl
-from tips_keras.model import AnytimeModel
+from tips_keras.supernet import layers as gl
+from tips_keras.supernet.model import AnytimeModel
 
 
 def _check_functional(model):

@@ -14,8 +14,8 @@ everything else after the active exit.
 import keras
 from keras import layers
 
-from tips_keras import layers as gl
-from tips_keras.model import AnytimeModel
+from tips_keras.supernet import layers as gl
+from tips_keras.supernet.model import AnytimeModel
 
 
 def _check_stages(widths, blocks_per_stage):
@@ -35,21 +35,32 @@ def _sequential(input_shape, ops, name):
     return keras.Sequential([keras.Input(input_shape)] + ops, name=name)
 
 
-def _head(shape, num_classes, name, bn_momentum):
-    return _sequential(
-        shape,
-        [
-            layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn"),
-            layers.ReLU(name=f"{name}_relu"),
-            layers.GlobalAveragePooling2D(name=f"{name}_pool"),
-            layers.Dense(num_classes, activation="softmax", name=f"{name}_dense"),
-        ],
-        name=f"{name}_layers",
-    )
+EXIT_HEADS = ("conv", "pool")
 
 
-def _build(input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum):
+def _head(shape, num_classes, name, bn_momentum, conv_channels=None):
+    ops = [layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn"),
+           layers.ReLU(name=f"{name}_relu")]
+    if conv_channels:
+        # An early exit's own small convolution stage (MSDNet, Shallow-Deep Networks): the trunk
+        # need not make its features linearly separable after pooling.
+        ops += [layers.Conv2D(conv_channels, 3, strides=2, padding="same", use_bias=False,
+                              name=f"{name}_conv"),
+                layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_conv_bn"),
+                layers.ReLU(name=f"{name}_conv_relu")]
+    ops += [layers.GlobalAveragePooling2D(name=f"{name}_pool"),
+            layers.Dense(num_classes, activation="softmax", name=f"{name}_dense")]
+    return _sequential(shape, ops, name=f"{name}_layers")
+
+
+def _build(input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum,
+           exit_head):
     _check_stages(widths, blocks_per_stage)
+    if exit_head not in EXIT_HEADS:
+        raise ValueError(
+            f"Invalid value for argument `exit_head`. Expected one of {EXIT_HEADS}. "
+            f"Received: exit_head={exit_head!r}"
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             "Invalid value for argument `num_classes`. Expected an integer >= 2. "
@@ -69,7 +80,9 @@ def _build(input_shape, num_classes, widths, blocks_per_stage, stem, branch, tra
             out = gl.PathGate(br, gate_index=gate, min_exit=s, name=block)([x, control])
             x = layers.Add(name=f"{block}_add")([x, out])
             gate += 1
-        head = _head(tuple(x.shape[1:]), num_classes, f"exit{s}", bn_momentum)
+        early = exit_head == "conv" and s < len(widths) - 1
+        head = _head(tuple(x.shape[1:]), num_classes, f"exit{s}", bn_momentum,
+                     conv_channels=2 * width if early else None)
         heads.append(gl.ExitHead(head, exit_index=s, name=f"exit{s}")([x, control]))
     outputs = gl.ExitSelector(name="anytime_output")(heads + [control])
     return AnytimeModel(inputs, outputs, name=name)
@@ -81,6 +94,7 @@ def anytime_resnet(
     widths=(16, 32, 64),
     blocks_per_stage=2,
     bn_momentum=0.9,
+    exit_head="conv",
     name="anytime_resnet",
 ):
     """A pre-activation ResNet supernet with one gate per residual block and one exit per stage.
@@ -92,13 +106,18 @@ def anytime_resnet(
         blocks_per_stage: gated residual blocks per stage.
         bn_momentum: BatchNormalization momentum. 0.9 rather than Keras' 0.99: moving statistics
             must settle within a short training run, and each sub-network sees only part of it.
+        exit_head: ``"conv"`` (default): every exit before the last gets its own 3x3 stride-2
+            convolution (twice the stage's channels) + BatchNorm + ReLU before global pooling and
+            the softmax layer, as early exits in MSDNet and Shallow-Deep Networks do; the last
+            exit pools directly. ``"pool"``: every exit pools directly (the heads of tips-keras
+            0.1). A head's FLOPs count in every configuration that takes its exit.
         name: model name.
 
     Returns:
         An `AnytimeModel` whose output is the active exit's class probabilities.
 
     Raises:
-        ValueError: non-positive widths / blocks, fewer than 2 classes.
+        ValueError: non-positive widths / blocks, fewer than 2 classes, an unknown ``exit_head``.
 
     Example:
         >>> model = anytime_resnet((28, 28, 1), 10, widths=(8, 16), blocks_per_stage=2)
@@ -136,7 +155,8 @@ def anytime_resnet(
         )
 
     return _build(
-        input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum
+        input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum,
+        exit_head,
     )
 
 
@@ -147,6 +167,7 @@ def anytime_mobilenet(
     blocks_per_stage=2,
     expansion=4,
     bn_momentum=0.9,
+    exit_head="conv",
     name="anytime_mobilenet",
 ):
     """A MobileNetV2-style supernet: gated inverted-residual blocks, an exit per stage.
@@ -158,6 +179,7 @@ def anytime_mobilenet(
         blocks_per_stage: gated inverted-residual blocks per stage.
         expansion: expansion factor of the 1x1 expand convolution.
         bn_momentum: BatchNormalization momentum (see `anytime_resnet`).
+        exit_head: ``"conv"`` or ``"pool"`` (see `anytime_resnet`).
         name: model name.
 
     Returns:
@@ -204,5 +226,6 @@ def anytime_mobilenet(
         )
 
     return _build(
-        input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum
+        input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum,
+        exit_head,
     )

@@ -5,7 +5,7 @@
 configuration is switched with `AnytimeModel.set_config` (one variable assign), so the function is
 traced once for the whole search: no per-call overhead of ``model.evaluate`` (callbacks, data
 adapter, metric objects), no re-tracing, no rebuilt model. Optional BatchNorm recalibration per
-configuration (`tips_keras.batchnorm.recalibrated`) restores the shared statistics afterwards.
+configuration (`tips_keras.training.batchnorm.recalibrated`) restores the shared statistics afterwards.
 """
 
 import hashlib
@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tips_keras import analytic_flops
-from tips_keras.batchnorm import recalibrated
+from tips_keras.supernet import analytic_flops
+from tips_keras.training.batchnorm import Recalibrator
 
 
 def _labels(y, n):
@@ -36,7 +36,7 @@ class ConfigEvaluator:
     """Evaluates configurations of a supernet on validation data with one compiled function.
 
     Accuracy is top-1: ``argmax`` of the model output against integer labels (one-hot labels
-    are accepted). The model must output class scores (e.g. the softmax of `tips_keras.zoo`).
+    are accepted). The model must output class scores (e.g. the softmax of `tips_keras.supernet.zoo`).
 
     Args:
         model: a gated supernet (`tips_keras.AnytimeModel`); never trained or rebuilt here.
@@ -94,12 +94,11 @@ class ConfigEvaluator:
         digest.update(y.tobytes())
         self.fingerprint = f"{self.num_examples}:{digest.hexdigest()[:16]}"
         self.recalibration_data = None
+        self.recalibrator = None
         if recalibration_data is not None:
-            self.recalibration_data = np.asarray(recalibration_data, dtype=np.float32)
-            if self.recalibration_data.ndim < 2 or len(self.recalibration_data) == 0:
-                raise ValueError("Invalid value for argument `recalibration_data`. Expected a "
-                                 "non-empty batch of inputs. Received: shape="
-                                 f"{self.recalibration_data.shape}")
+            self.recalibration_data = np.asarray(recalibration_data)
+            self.recalibrator = Recalibrator(model, self.recalibration_data, recalibration_batch_size,
+                                             recalibration_batches)
         self.recalibration_batches = recalibration_batches
         self.recalibration_batch_size = recalibration_batch_size
         self.trace_count = 0
@@ -161,9 +160,7 @@ class ConfigEvaluator:
         else:
             result["accuracy_no_recal"] = self.accuracy()
             recal_start = time.perf_counter()
-            with recalibrated(self.model, resolved, self.recalibration_data,
-                              batch_size=self.recalibration_batch_size,
-                              max_batches=self.recalibration_batches):
+            with self.recalibrator.applied(resolved):
                 self.recalibration_seconds += time.perf_counter() - recal_start
                 result["accuracy"] = self.accuracy()
         self.evaluations += 1

@@ -19,7 +19,7 @@ the same paths, so training is reproducible and a resumed run replays the same d
 
 import numpy as np
 
-from tips_keras.configs import ConfigSpace
+from tips_keras.supernet.configs import ConfigSpace
 
 SAMPLERS = ("tips", "uniform", "sandwich", "stochastic_depth")
 
@@ -41,13 +41,20 @@ class Sampler:
     Args:
         space: the supernet's `ConfigSpace`.
         paths_per_step: sub-networks per training step (default 1).
+        include_largest: the first path of every step is the largest sub-network (the sandwich
+            rule's upper slice; the teacher of in-place distillation).
+        include_smallest: the smallest sub-network is a path of every step (after the largest
+            when both are set).
+        largest_prob: probability that a drawn path is replaced by the largest sub-network
+            (default 0): trains the full network on a share of the steps without a second pass.
 
     Attributes:
         gate_probs: per-gate on-probability (0.5 each initially).
         exit_probs: per-exit probability (uniform initially).
 
     Raises:
-        ValueError: ``space`` is not a `ConfigSpace`, or ``paths_per_step`` is not a positive int.
+        ValueError: ``space`` is not a `ConfigSpace`, ``paths_per_step`` is not a positive int or
+            smaller than the number of fixed paths, or ``largest_prob`` outside [0, 1].
 
     Example:
         >>> space = ConfigSpace(("g0", "g1"), (0, 0), num_exits=1)
@@ -59,7 +66,8 @@ class Sampler:
     # Whether the distribution changes with training (and so must be restored after a resume).
     adaptive = False
 
-    def __init__(self, space, paths_per_step=1):
+    def __init__(self, space, paths_per_step=1, include_largest=False, include_smallest=False,
+                 largest_prob=0.0):
         if not isinstance(space, ConfigSpace):
             raise ValueError(f"Invalid value for argument `space`. Expected a ConfigSpace. Received: {space!r}")
         if isinstance(paths_per_step, bool) or not isinstance(paths_per_step, int) or paths_per_step < 1:
@@ -67,8 +75,19 @@ class Sampler:
                 "Invalid value for argument `paths_per_step`. Expected a positive integer. "
                 f"Received: paths_per_step={paths_per_step!r}"
             )
+        fixed = int(bool(include_largest)) + int(bool(include_smallest))
+        if paths_per_step < fixed:
+            raise ValueError(
+                f"Invalid value for argument `paths_per_step`. Expected at least {fixed}: the "
+                f"fixed path(s) (include_largest={include_largest}, include_smallest="
+                f"{include_smallest}). Received: paths_per_step={paths_per_step!r}"
+            )
+        _check_prob("largest_prob", largest_prob)
         self.space = space
         self.paths_per_step = paths_per_step
+        self.include_largest = bool(include_largest)
+        self.include_smallest = bool(include_smallest)
+        self.largest_prob = float(largest_prob)
         self.gate_probs = np.full(space.num_gates, 0.5)
         self.exit_probs = np.full(space.num_exits, 1.0 / space.num_exits)
 
@@ -87,27 +106,39 @@ class Sampler:
     def sample(self, rng):
         """Draws the control vectors of one training step.
 
+        The largest sub-network comes first when ``include_largest``, then the smallest when
+        ``include_smallest`` (the sandwich rule); the other paths are drawn, and with
+        ``largest_prob`` each drawn path is replaced by the largest with that probability.
+
         Args:
             rng: a ``numpy.random.Generator``; the same seed gives the same paths.
 
         Returns:
             A float32 array (paths_per_step, G + 1) of canonical control vectors.
         """
-        return self._draw(rng, self.paths_per_step)
+        paths = self._fixed_then_drawn(rng, self.include_largest, self.include_smallest)
+        if self.largest_prob > 0:  # no extra draw otherwise: runs without it replay exactly
+            fixed = int(self.include_largest) + int(self.include_smallest)
+            replace = rng.random(len(paths) - fixed) < self.largest_prob
+            paths[fixed:][replace] = self.space.largest().to_vector()
+        return paths
 
-    def update(self, importance):
+    def update(self, importance, important_paths=None):
         """Receives the epoch's gate importance; samplers other than TIPS ignore it.
 
         Args:
             importance: array (G,) of per-gate importance in [0, 1].
+            important_paths: optional array (n, G + 1) of control vectors (TIPS' important paths).
         """
 
-    def set_state(self, gate_probs, exit_probs):
+    def set_state(self, gate_probs, exit_probs, important_paths=None):
         """Restores the distribution (e.g. from the model's controller after a resume).
 
         Args:
             gate_probs: per-gate on-probabilities (G,).
             exit_probs: per-exit weights (E,), normalised to sum to 1.
+            important_paths: optional (n, G + 1) control vectors; rows with a negative exit are
+                unused (the controller's padding). Kept by samplers that draw them (TIPS).
 
         Raises:
             ValueError: wrong shapes, gate probabilities outside [0, 1], or exit weights that are
@@ -137,6 +168,7 @@ class UniformSampler(Sampler):
     Args:
         space: the supernet's `ConfigSpace`.
         paths_per_step: sub-networks per training step (default 1).
+        **options: ``include_largest``, ``include_smallest``, ``largest_prob`` (see `Sampler`).
 
     Example:
         >>> sampler = UniformSampler(model.config_space, paths_per_step=2)  # doctest: +SKIP
@@ -170,19 +202,8 @@ class SandwichSampler(Sampler):
                 "Invalid value for argument `n_random`. Expected a non-negative integer. "
                 f"Received: n_random={n_random!r}"
             )
-        super().__init__(space, paths_per_step=2 + n_random)
+        super().__init__(space, paths_per_step=2 + n_random, include_largest=True, include_smallest=True)
         self.n_random = n_random
-
-    def sample(self, rng):
-        """Draws the largest, the smallest and ``n_random`` uniform paths, in that order.
-
-        Args:
-            rng: a ``numpy.random.Generator``.
-
-        Returns:
-            A float32 array (2 + n_random, G + 1).
-        """
-        return self._fixed_then_drawn(rng, largest=True, smallest=True)
 
 
 class StochasticDepthSampler(Sampler):
@@ -195,6 +216,7 @@ class StochasticDepthSampler(Sampler):
         space: the supernet's `ConfigSpace`.
         paths_per_step: sub-networks per training step (default 1).
         final_survival: on-probability of the last gate, in [0, 1] (default 0.5).
+        **options: ``include_largest``, ``include_smallest``, ``largest_prob`` (see `Sampler`).
 
     Raises:
         ValueError: ``final_survival`` outside [0, 1], or a bad ``space`` / ``paths_per_step``.
@@ -206,8 +228,8 @@ class StochasticDepthSampler(Sampler):
 
     name = "stochastic_depth"
 
-    def __init__(self, space, paths_per_step=1, final_survival=0.5):
-        super().__init__(space, paths_per_step)
+    def __init__(self, space, paths_per_step=1, final_survival=0.5, **options):
+        super().__init__(space, paths_per_step, **options)
         _check_prob("final_survival", final_survival)
         depth = np.arange(space.num_gates) / max(space.num_gates - 1, 1)
         self.gate_probs = 1.0 - depth * (1.0 - final_survival)
@@ -226,13 +248,10 @@ class TIPSSampler(Sampler):
             0.05 / 0.95 or 0.2 / 0.8 lost accuracy there.
         smoothing: ``p <- smoothing * p_old + (1 - smoothing) * p_new`` at each update (0 = no
             memory), damping the feedback between what is sampled and what is important.
-        include_largest: make the first path of every step the largest sub-network (teacher for
-            in-place distillation).
-        include_smallest: make the smallest sub-network a path of every step (after the largest
-            when both are set).
-        largest_prob: probability that a drawn path is replaced by the largest sub-network
-            (default 0): trains the full network on a share of the steps without a second pass
-            per step, the one-path counterpart of ``include_largest``.
+        focus: probability that a drawn path is one of the important paths (the highest-TPS
+            configuration of a FLOPs budget, `tips_keras.dtmc.budget`) rather than a draw from the
+            per-gate probabilities (default 0.75; 0 = per-gate draws only).
+        **options: ``include_largest``, ``include_smallest``, ``largest_prob`` (see `Sampler`).
 
     Raises:
         ValueError: a probability outside [0, 1], ``p_min > p_max``, or ``paths_per_step`` too
@@ -247,33 +266,28 @@ class TIPSSampler(Sampler):
     name = "tips"
     adaptive = True
 
-    def __init__(self, space, paths_per_step=1, p_min=0.35, p_max=0.65, smoothing=0.0, include_largest=False,
-                 include_smallest=False, largest_prob=0.0):
-        super().__init__(space, paths_per_step)
-        fixed = int(bool(include_largest)) + int(bool(include_smallest))
-        if self.paths_per_step < fixed + 1:
-            raise ValueError(
-                f"Invalid value for argument `paths_per_step`. Expected at least {fixed + 1}: the "
-                f"{fixed} fixed path(s) (include_largest={include_largest}, include_smallest="
-                f"{include_smallest}) plus one sampled path. Received: paths_per_step={paths_per_step!r}"
-            )
+    def __init__(self, space, paths_per_step=1, p_min=0.35, p_max=0.65, smoothing=0.0, focus=0.75, **options):
+        super().__init__(space, paths_per_step, **options)
         _check_prob("p_min", p_min)
         _check_prob("p_max", p_max)
         _check_prob("smoothing", smoothing)
-        _check_prob("largest_prob", largest_prob)
+        _check_prob("focus", focus)
         if p_min > p_max:
             raise ValueError(
                 "Invalid values for arguments `p_min` and `p_max`. Expected p_min <= p_max. "
                 f"Received: p_min={p_min}, p_max={p_max}"
             )
         self.p_min, self.p_max, self.smoothing = float(p_min), float(p_max), float(smoothing)
-        self.include_largest = bool(include_largest)
-        self.include_smallest = bool(include_smallest)
-        self.largest_prob = float(largest_prob)
+        self.focus = float(focus)
+        self.important = np.zeros((0, space.num_gates + 1), np.float32)
 
     def sample(self, rng):
-        """Draws one step's paths: the largest sub-network first when ``include_largest``, then the
-        smallest when ``include_smallest``, the others from the current gate probabilities.
+        """Draws one step's paths: the fixed ones first (largest, smallest), then the drawn ones.
+
+        With important paths known and ``focus > 0``, each drawn path is, with probability
+        ``focus``, one of them (uniformly); otherwise its gates are drawn from the per-gate
+        probabilities. Before the first update there are none, and no extra random numbers are
+        drawn (the first epoch replays the uniform sampler's draws).
 
         Args:
             rng: a ``numpy.random.Generator``.
@@ -281,20 +295,24 @@ class TIPSSampler(Sampler):
         Returns:
             A float32 array (paths_per_step, G + 1).
         """
-        paths = self._fixed_then_drawn(rng, self.include_largest, self.include_smallest)
-        if self.largest_prob > 0:  # no extra draw otherwise: runs without it replay exactly
-            fixed = int(self.include_largest) + int(self.include_smallest)
-            replace = rng.random(len(paths) - fixed) < self.largest_prob
-            paths[fixed:][replace] = self.space.largest().to_vector()
+        paths = super().sample(rng)
+        fixed = int(self.include_largest) + int(self.include_smallest)
+        if self.focus > 0 and len(self.important) and len(paths) > fixed:
+            drawn = len(paths) - fixed
+            take = rng.random(drawn) < self.focus
+            which = rng.integers(0, len(self.important), drawn)
+            paths[fixed:][take] = self.important[which[take]]
         return paths
 
-    def update(self, importance):
+    def update(self, importance, important_paths=None):
         """Moves the gate probabilities towards ``p_min + (p_max - p_min) * importance``.
 
         With smoothing ``s``: ``p <- s * p + (1 - s) * target``; importance is clipped to [0, 1].
 
         Args:
             importance: array (G,) of finite per-gate importance (from `tips_keras.dtmc`).
+            important_paths: optional array (n, G + 1) of control vectors: the paths that ``focus``
+                draws from now on (``None`` keeps the previous ones).
 
         Raises:
             ValueError: wrong shape or non-finite values.
@@ -307,6 +325,28 @@ class TIPSSampler(Sampler):
             )
         target = self.p_min + (self.p_max - self.p_min) * np.clip(importance, 0.0, 1.0)
         self.gate_probs = self.smoothing * self.gate_probs + (1.0 - self.smoothing) * target
+        if important_paths is not None:
+            self.important = self._paths(important_paths)
+
+    def _paths(self, vectors):
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.space.num_gates + 1)
+        vectors = vectors[vectors[:, -1] >= 0]  # drop the controller's padding rows
+        return self.space.canonical_vectors(vectors) if len(vectors) else vectors
+
+    def set_state(self, gate_probs, exit_probs, important_paths=None):
+        """Restores the distribution and the important paths (see `Sampler.set_state`).
+
+        Args:
+            gate_probs: per-gate on-probabilities (G,).
+            exit_probs: per-exit weights (E,).
+            important_paths: optional (n, G + 1) control vectors (negative exit: padding).
+
+        Raises:
+            ValueError: as `Sampler.set_state`.
+        """
+        super().set_state(gate_probs, exit_probs)
+        if important_paths is not None:
+            self.important = self._paths(important_paths)
 
 
 def get_sampler(name, space, paths_per_step=None, **kwargs):

@@ -4,7 +4,7 @@ The topological DTMC (`tips_keras.dtmc`) sees only which sub-networks were sampl
 training went: on a fixed supernet and a fixed sampling rule its importance settles on a
 structural fixed point (benchmarks/RESULTS.md). ``TIPSCallback(signal=...)`` adds what training
 measured: each step records, per path, its loss and the global norm of its gradients
-(`AnytimeModel.get_path_signals`), and the epoch's copy of that sub-network in the hyper-adjacency
+(`AnytimeStep.path_signals`), and the epoch's copy of that sub-network in the hyper-adjacency
 is weighted by it (``w_k * A_k``, `tips_keras.dtmc.tas_from_configs`). A random walk then spends
 more time on the sub-networks that produced more loss or more gradient; the TAS of their nodes, and
 so the importance of their gates, rises. This is the paper's "important paths carry the gradient"
@@ -23,7 +23,7 @@ gate by how much the draws with it on beat the draws with it off.
 import numpy as np
 
 SIGNALS = ("loss", "grad_norm")
-IMPORTANCE_RULES = ("dtmc", "marginal")
+IMPORTANCE_RULES = ("budget_paths", "best_path", "marginal")
 _COLUMN = {"loss": 0, "grad_norm": 1}
 _FLOOR = 1e-3  # weights are kept >= this after normalisation (the DTMC needs them positive)
 
@@ -77,7 +77,7 @@ def check_importance_rule(importance):
 
 
 def signal_column(signals, signal):
-    """Picks one signal out of the ``(paths, 2)`` array of `AnytimeModel.get_path_signals`.
+    """Picks one signal out of the ``(paths, 2)`` array of `AnytimeStep.path_signals`.
 
     Args:
         signals: array (paths, 2) of ``[loss, grad_norm]`` per path.

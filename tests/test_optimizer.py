@@ -1,0 +1,54 @@
+"""Masked updates: a variable whose gradient is all zero is not stepped by any Keras optimizer."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tips_keras.training.optimizer import is_masked, mask_updates, unmask_updates
+
+OPTIMIZERS = {
+    "adam": lambda: keras.optimizers.Adam(0.1),
+    "sgd_momentum": lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+    "adamw": lambda: keras.optimizers.AdamW(0.1, weight_decay=0.5),
+    "loss_scale": lambda: keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.1)),
+}
+
+
+def _two_steps(optimizer, masked):
+    a, b = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
+    if masked:
+        mask_updates(optimizer)
+
+    @tf.function
+    def step(ga, gb):
+        optimizer.apply([ga, gb], [a, b])
+
+    step(tf.ones(3), tf.ones(3))  # both took part: momentum builds up for b too
+    after_first = b.numpy().copy()
+    step(tf.ones(3), tf.zeros(3))  # b took no part
+    return a.numpy(), after_first, b.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_variable_without_gradient_is_left_alone(name):
+    a, b_first, b = _two_steps(OPTIMIZERS[name](), masked=True)
+    np.testing.assert_array_equal(b, b_first)
+    assert not np.allclose(a, b_first)  # the other one kept training
+    _, b_first_plain, b_plain = _two_steps(OPTIMIZERS[name](), masked=False)
+    assert not np.array_equal(b_plain, b_first_plain)  # unmasked, momentum or decay moves it
+
+
+def test_mask_is_idempotent_and_can_be_removed():
+    optimizer = keras.optimizers.Adam(0.1)
+    assert mask_updates(mask_updates(optimizer)) is optimizer and is_masked(optimizer)
+    unmask_updates(optimizer)
+    assert not is_masked(optimizer)
+    assert "update_step" not in optimizer.__dict__ and "_apply_weight_decay" not in optimizer.__dict__
+    _, b_first, b = _two_steps(optimizer, masked=False)
+    assert not np.array_equal(b, b_first)  # plain Adam again
+
+
+def test_something_else_is_refused():
+    with pytest.raises(ValueError, match="Keras 3 optimizer.*Received: str"):
+        mask_updates("adam")

@@ -1,0 +1,62 @@
+"""What TIPSCallback takes from fit's arguments, and the deployed accuracy it reports."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tips_keras.training.batchnorm import recalibrated
+from tips_keras.training.validation import DeployedValidation, calibration_sample, validation_sample
+
+
+def test_calibration_sample_of_an_array_is_a_seeded_subset_of_the_training_part():
+    x = np.arange(100, dtype="float32").reshape(100, 1)
+    sample = calibration_sample({"x": x, "validation_split": 0.2}, 30, seed=1)
+    assert sample.shape == (30, 1) and sample.max() < 80 and len(np.unique(sample)) == 30
+    np.testing.assert_array_equal(sample, calibration_sample({"x": x, "validation_split": 0.2}, 30, seed=1))
+    assert calibration_sample({"x": x}, 500).shape == (100, 1)  # all of a small set
+
+
+def test_calibration_sample_of_datasets_takes_the_first_batches():
+    x = np.arange(40, dtype="float32").reshape(40, 1)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(40))).batch(16)
+    np.testing.assert_array_equal(calibration_sample({"x": ds}, 20), x[:20])
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return x[i * 10:(i + 1) * 10], np.zeros(10)
+
+    np.testing.assert_array_equal(calibration_sample({"x": Batches()}, 15), x[:15])
+    assert calibration_sample({"x": None}, 5) is None
+    assert calibration_sample({"x": iter([1, 2])}, 5) is None  # a generator: nothing to take
+
+
+def test_validation_sample_from_data_split_or_dataset():
+    x, y = np.arange(50.0)[:, None], np.arange(50)
+    xv, yv = validation_sample({"validation_data": (x, y)}, 10)
+    assert xv.shape == (10, 1) and yv.tolist() == list(range(10))
+    xs, ys = validation_sample({"x": x, "y": y, "validation_split": 0.2}, None)
+    assert ys.tolist() == list(range(40, 50))  # Keras holds out the last examples
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    xd, yd = validation_sample({"validation_data": ds}, 12)
+    assert yd.tolist() == list(range(12))
+    assert validation_sample({"x": x, "y": y}, 10) is None
+    assert validation_sample({"validation_data": (x,)}, 10) is None
+
+
+def test_deployed_validation_is_each_configuration_recalibrated(supernet, blobs):
+    x, y, xv, yv = blobs
+    report = DeployedValidation(supernet, {"largest": "largest", "tiny": "smallest"}, (xv, yv), x[:64])
+    supernet.set_config((0, [1, 0, 0, 0]))
+    results = report.evaluate()
+    assert supernet.get_active_config().gates == (1, 0, 0, 0)  # the active configuration is kept
+    assert set(results) == {"largest_accuracy", "tiny_accuracy"}
+    for name, config in (("largest", "largest"), ("tiny", "smallest")):
+        with recalibrated(supernet, config, x[:64]):
+            expected = supernet.evaluate(xv, yv, verbose=0)[1]
+        assert results[f"{name}_accuracy"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="config"):
+        DeployedValidation(supernet, {"bad": (5, [1])}, (xv, yv))

@@ -1,0 +1,100 @@
+"""Masked updates: parameters that took no part in a training step are not stepped.
+
+A sub-network trains only the weights on its path; the others get an all-zero gradient. A stock
+Keras optimizer would still move them: Adam by its momentum, SGD with momentum likewise, and every
+optimizer with ``weight_decay`` by the decay. The authors' loop (GitHub LiGuihong/TIPS,
+``dyn_slim/apis/train_slim.py``) steps only parameters whose gradient is not all zero, so that a
+block keeps the weights its own sub-networks trained. `mask_updates` does the same to any Keras 3
+optimizer, for the duration of training: its per-variable ``update_step`` (and the weight decay
+that ``apply`` performs for every variable first) runs inside a graph conditional on "this
+variable's gradient has a non-zero entry". Nothing is re-traced per step and the optimizer's
+variables, iterations and saved state are unchanged; `unmask_updates` restores the plain optimizer.
+"""
+
+import tensorflow as tf
+
+_MARK = "_tips_masked_updates"
+
+
+def _inner(optimizer):
+    """The optimizer that owns ``update_step`` (a `LossScaleOptimizer` delegates to its inner one)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def mask_updates(optimizer):
+    """Makes ``optimizer`` skip variables whose gradient is all zero (idempotent).
+
+    Args:
+        optimizer: a Keras 3 optimizer (a ``LossScaleOptimizer`` is handled through its inner
+            optimizer).
+
+    Returns:
+        The optimizer, patched in place (instance attributes only).
+
+    Raises:
+        ValueError: ``optimizer`` is not a Keras optimizer.
+
+    Example:
+        >>> opt = mask_updates(keras.optimizers.AdamW(1e-3, weight_decay=0.05))  # doctest: +SKIP
+    """
+    opt = _inner(optimizer)
+    if not callable(getattr(opt, "update_step", None)) or not hasattr(opt, "_apply_weight_decay"):
+        raise ValueError(
+            "Invalid value for argument `optimizer`. Expected a Keras 3 optimizer (with "
+            f"update_step). Received: {type(optimizer).__name__}"
+        )
+    if getattr(opt, _MARK, False):
+        return optimizer
+    update_step = opt.update_step  # bound method of the class
+
+    def masked_update_step(gradient, variable, learning_rate):
+        took_part = tf.reduce_any(tf.not_equal(gradient, 0))
+
+        def step():
+            if opt.weight_decay is not None and opt._use_weight_decay(variable):
+                lr = tf.cast(learning_rate, variable.dtype)
+                wd = tf.cast(opt.weight_decay, variable.dtype)
+                variable.assign(variable - variable * wd * lr)
+            update_step(gradient, variable, learning_rate)
+
+        tf.cond(took_part, step, lambda: None)
+
+    opt.update_step = masked_update_step
+    opt._apply_weight_decay = lambda variables: None  # applied per variable, inside the mask
+    setattr(opt, _MARK, True)
+    return optimizer
+
+
+def unmask_updates(optimizer):
+    """Undoes `mask_updates` (no-op on an optimizer that was not masked).
+
+    Args:
+        optimizer: the optimizer.
+
+    Returns:
+        The optimizer.
+
+    Example:
+        >>> unmask_updates(model.optimizer)  # doctest: +SKIP
+    """
+    opt = _inner(optimizer)
+    if getattr(opt, _MARK, False):
+        for name in ("update_step", "_apply_weight_decay", _MARK):
+            opt.__dict__.pop(name, None)
+    return optimizer
+
+
+def is_masked(optimizer):
+    """Whether `mask_updates` is in effect on ``optimizer``.
+
+    Args:
+        optimizer: a Keras optimizer.
+
+    Returns:
+        A bool.
+
+    Example:
+        >>> is_masked(model.optimizer)  # doctest: +SKIP
+        False
+    """
+    return bool(getattr(_inner(optimizer), _MARK, False))

@@ -1,0 +1,71 @@
+"""Learning-rate schedule of the anytime recipe: linear warm-up, then cosine decay. Pure Python.
+
+The authors train with a cosine schedule and a warm-up of 5 to 10 epochs out of 80 to 140 (GitHub
+LiGuihong/TIPS, ``configs/*.yml``; timm's ``CosineLRScheduler``). `TIPSCallback` applies it per
+step by assigning the optimizer's learning-rate variable from the step index ``epoch *
+steps_per_epoch + batch``, so it needs no optimizer of its own, never re-traces, and a resumed run
+(``BackupAndRestore``) continues on the same curve.
+"""
+
+import math
+
+SCHEDULES = ("cosine", None)
+
+
+def check_schedule(lr_schedule, warmup):
+    """Validates ``lr_schedule`` and ``warmup`` (`TIPSCallback` arguments).
+
+    Args:
+        lr_schedule: ``"cosine"`` or ``None`` (keep the optimizer's learning rate).
+        warmup: warm-up length as a fraction of all steps, in [0, 1).
+
+    Returns:
+        ``(lr_schedule, warmup)`` with ``warmup`` as a float.
+
+    Raises:
+        ValueError: anything else.
+
+    Example:
+        >>> check_schedule("cosine", 0.05)
+        ('cosine', 0.05)
+    """
+    if lr_schedule not in SCHEDULES:
+        raise ValueError(
+            f"Invalid value for argument `lr_schedule`. Expected one of {SCHEDULES}. "
+            f"Received: lr_schedule={lr_schedule!r}"
+        )
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
+        raise ValueError(
+            "Invalid value for argument `warmup`. Expected a fraction of the training steps in "
+            f"[0, 1). Received: warmup={warmup!r}"
+        )
+    return lr_schedule, float(warmup)
+
+
+def warmup_cosine(step, total_steps, warmup_steps=0, final_fraction=0.0):
+    """Multiplier of the base learning rate at ``step`` (0-based).
+
+    ``(step + 1) / warmup_steps`` during the warm-up, then
+    ``final + (1 - final) * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 at the first step after
+    the warm-up to 1 at the last step.
+
+    Args:
+        step: the step index (0-based; values past the end give ``final_fraction``).
+        total_steps: number of training steps (>= 1).
+        warmup_steps: steps of linear warm-up (>= 0, < total_steps).
+        final_fraction: multiplier reached at the last step, in [0, 1].
+
+    Returns:
+        A float in [0, 1].
+
+    Example:
+        >>> [round(warmup_cosine(s, 10, 2), 3) for s in (0, 1, 2, 9)]
+        [0.5, 1.0, 1.0, 0.0]
+    """
+    total_steps = max(int(total_steps), 1)
+    warmup_steps = min(max(int(warmup_steps), 0), total_steps - 1)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps - 1, 1)
+    t = min(max((step - warmup_steps) / span, 0.0), 1.0)
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -1,0 +1,162 @@
+"""What `TIPSCallback` takes from ``fit``'s arguments, and the deployed accuracy it reports.
+
+Keras callbacks never see the training data. `AnytimeModel.fit` hands the TIPS callback the
+arguments of the call (``set_fit_arguments``), and this module takes from them:
+
+* a **calibration sample**: ``size`` training inputs (a seeded random subset of an array, or the
+  first batches of a ``tf.data.Dataset`` / ``keras.utils.PyDataset``) used to recalibrate
+  BatchNorm statistics per configuration, automatically, in validation, after training, in the
+  search and in extraction (`tips_keras.training.batchnorm`);
+* a **validation sample**: up to ``size`` examples of ``validation_data`` (or of the split that
+  ``validation_split`` holds out, taken the way Keras takes it: the last examples).
+
+`DeployedValidation` then evaluates named configurations on it, each after recalibration, with one
+compiled function (`tips_keras.training.evaluation.ConfigEvaluator`): these are the accuracies of
+the sub-networks as they would be deployed, which the callback logs as ``val_<name>_accuracy``.
+"""
+
+import math
+
+import numpy as np
+
+from tips_keras.training.evaluation import ConfigEvaluator
+
+
+def _is_array(value):
+    return hasattr(value, "shape") and hasattr(value, "__len__") and not hasattr(value, "element_spec")
+
+
+def _first_batches(dataset, size):
+    """Up to ``size`` (x, y) examples from the first batches of a dataset-like object."""
+    xs, ys, count = [], [], 0
+    if hasattr(dataset, "element_spec"):  # tf.data.Dataset
+        iterator = iter(dataset)
+    elif hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):  # keras.utils.PyDataset
+        iterator = (dataset[i] for i in range(len(dataset)))
+    else:
+        return None, None
+    for batch in iterator:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 1:
+            return None, None
+        x = np.asarray(batch[0])
+        xs.append(x)
+        ys.append(np.asarray(batch[1]) if len(batch) > 1 else None)
+        count += len(x)
+        if count >= size:
+            break
+    if not xs:
+        return None, None
+    x = np.concatenate(xs)[:size]
+    y = None if any(v is None for v in ys) else np.concatenate(ys)[:size]
+    return x, y
+
+
+def calibration_sample(arguments, size, seed=0):
+    """Training inputs for BatchNorm recalibration, taken from ``fit``'s arguments.
+
+    Args:
+        arguments: ``fit``'s arguments by name (``x``, ``validation_split``, ...).
+        size: images wanted.
+        seed: seed of the random subset of an array.
+
+    Returns:
+        A numpy array of up to ``size`` inputs, or ``None`` when ``x`` is neither an array nor a
+        dataset-like object of ``(x, y)`` batches.
+
+    Example:
+        >>> calibration_sample({"x": np.zeros((10, 4)), "validation_split": 0.0}, 4).shape
+        (4, 4)
+    """
+    x = arguments.get("x")
+    if _is_array(x):
+        x = np.asarray(x)
+        split = float(arguments.get("validation_split") or 0.0)
+        n = int(math.floor(len(x) * (1.0 - split))) if split else len(x)
+        if n == 0:
+            return None
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, size=min(size, n), replace=False))
+        return x[rows]
+    if x is None:
+        return None
+    sample, _ = _first_batches(x, size)
+    return sample
+
+
+def validation_sample(arguments, size):
+    """Up to ``size`` validation examples from ``fit``'s ``validation_data`` / ``validation_split``.
+
+    Args:
+        arguments: ``fit``'s arguments by name.
+        size: examples wanted (``None``: all of an array; 10,000 at most from a dataset).
+
+    Returns:
+        ``(x, y)`` numpy arrays, or ``None`` when there is no validation data (or it has no
+        labels, or sample weights the report would ignore).
+
+    Example:
+        >>> xv, yv = validation_sample({"validation_data": (np.zeros((5, 2)), np.arange(5))}, 3)
+        >>> xv.shape, yv.tolist()
+        ((3, 2), [0, 1, 2])
+    """
+    data = arguments.get("validation_data")
+    if data is None:
+        split = float(arguments.get("validation_split") or 0.0)
+        x, y = arguments.get("x"), arguments.get("y")
+        if not split or not _is_array(x) or not _is_array(y):
+            return None
+        start = int(math.floor(len(x) * (1.0 - split)))
+        x, y = np.asarray(x)[start:], np.asarray(y)[start:]
+    elif isinstance(data, (tuple, list)):
+        if len(data) < 2 or not _is_array(data[0]) or not _is_array(data[1]):
+            return None
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+    else:
+        x, y = _first_batches(data, size or 10_000)
+        if x is None or y is None:
+            return None
+    if size is not None:
+        x, y = x[:size], y[:size]
+    return (x, y) if len(x) else None
+
+
+class DeployedValidation:
+    """Accuracy of named configurations as deployed: each recalibrated, on validation data.
+
+    Args:
+        model: the supernet.
+        configs: ``{name: configuration}`` (any form of `ConfigSpace.resolve`).
+        validation_data: ``(x, y)`` numpy arrays.
+        calibration: training inputs for the recalibration, or ``None`` (shared statistics).
+        batch_size: examples per forward pass of the compiled evaluation.
+
+    Raises:
+        ValueError: a configuration that does not fit the model, or bad data.
+
+    Example:
+        >>> report = DeployedValidation(model, {"largest": "largest"}, (x_val, y_val), x_cal)  # doctest: +SKIP
+        >>> report.evaluate()  # doctest: +SKIP
+        {'largest_accuracy': 0.91}
+    """
+
+    def __init__(self, model, configs, validation_data, calibration=None, batch_size=256):
+        space = model.config_space
+        self.configs = {name: space.resolve(config) for name, config in configs.items()}
+        self.evaluator = ConfigEvaluator(model, validation_data, batch_size=batch_size,
+                                         recalibration_data=calibration,
+                                         recalibration_batches=max(1, -(-len(calibration) // 128))
+                                         if calibration is not None else 4)
+
+    def evaluate(self):
+        """Evaluates every configuration; the model's statistics are restored afterwards.
+
+        Returns:
+            ``{f"{name}_accuracy": accuracy}``.
+        """
+        model = self.evaluator.model
+        active = model.get_active_config()
+        try:
+            return {f"{name}_accuracy": self.evaluator.evaluate(config)["accuracy"]
+                    for name, config in self.configs.items()}
+        finally:
+            model.set_config(active)
