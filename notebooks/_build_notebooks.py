@@ -21,7 +21,7 @@ import os
 QUICK = os.environ.get("TIPS_NOTEBOOK_QUICK") == "1"
 ARTIFACTS = os.environ.get("TIPS_NOTEBOOK_DIR", "artifacts")  # shared with 02_deploy_tflite
 TRAIN_SIZE = 1000 if QUICK else 10000
-EPOCHS = 2 if QUICK else 6
+EPOCHS = 2 if QUICK else 12
 BATCH = 32 if QUICK else 128  # quick: more, smaller steps so the tiny run still learns
 WIDTHS = (4, 8, 16) if QUICK else (8, 16, 32)
 TRIALS = 8 if QUICK else 60
@@ -85,29 +85,38 @@ print("gates:", wrapped.config_space.gate_names)
 print("same outputs with all gates on:",
       np.allclose(wrapped.predict(sample, verbose=0), user_model.predict(sample, verbose=0), atol=1e-5))'''),
     new_markdown_cell(
-        "## 2. Train with TIPS inside `model.fit`\n\n`TIPSCallback` samples a sub-network per "
-        "step (one variable assignment, no re-tracing), rebuilds the DTMC from the paths it "
-        "sampled at each epoch end, and turns the per-gate importance into sampling "
-        "probabilities. Importance lands in the epoch logs (`importance/<gate>`), so `History` "
-        "and TensorBoard see it. The sampler state lives in model variables, so checkpoints and "
-        "`BackupAndRestore` keep it."),
+        "## 2. Train every sub-network in one `model.fit`\n\n`TIPSCallback()` runs the anytime "
+        "recipe: each step trains the largest and the smallest sub-network plus two paths drawn "
+        "by TIPS (switching paths is one variable assignment: no re-tracing), every exit a path "
+        "reaches learns, the smaller paths also learn from an EMA teacher, parameters no path "
+        "used are not stepped, and the learning rate warms up then decays. At each epoch end it "
+        "rebuilds the DTMC from the paths it sampled and picks the **important path** of each "
+        "FLOPs budget (highest TPS), which it then samples more often.\n\n"
+        "Validation reports what would be deployed: BatchNorm statistics are recalibrated per "
+        "configuration on a sample of `fit`'s own training images, `val_accuracy` is the largest "
+        "sub-network and `val_smallest_accuracy` the smallest."),
     new_code_cell('''\
 model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
               metrics=["accuracy"])
-tips_cb = tips.TIPSCallback(sampler="tips", seed=0)
+tips_cb = tips.TIPSCallback(seed=0)
 history = model.fit(splits.x_train, splits.y_train, batch_size=BATCH, epochs=EPOCHS,
                     validation_data=(splits.x_val, splits.y_val), callbacks=[tips_cb], verbose=2)
-print({gate: round(value, 3) for gate, value in tips_cb.importance.items()})'''),
+print("val accuracy, largest / smallest:", round(history.history["val_largest_accuracy"][-1], 3),
+      round(history.history["val_smallest_accuracy"][-1], 3))
+print({gate: round(value, 3) for gate, value in tips_cb.importance.items()})
+for budget, config in tips_cb.important_paths.items():
+    print(f"important path at {budget:.0%} of the FLOPs: exit {config.exit}, gates {config.gates}")'''),
     new_code_cell('''\
 path = tips.plots.plot_importance(tips_cb.history, os.path.join(ARTIFACTS, "importance.png"))
 display(Image(path))'''),
     new_markdown_cell(
         "Every sub-network shares the supernet's BatchNorm statistics, which were accumulated "
         "over a mix of paths. `tips.recalibrated` re-estimates them for one configuration on a "
-        "few training images (and restores them afterwards): it matters a lot for small "
-        "configurations."),
+        "few training images (and restores them afterwards); the callback kept its calibration "
+        "sample on the model, and the search and `tips.extract` use it by default. It matters a "
+        "lot for small configurations."),
     new_code_cell('''\
-calib = splits.x_train[:1024]
+calib = tips.training.batchnorm.calibration_data(model)
 for name in ("largest", "smallest"):
     config = space.resolve(name)
     model.set_config(config)
@@ -118,14 +127,14 @@ for name in ("largest", "smallest"):
           f"after BN recalibration {recal:.3f}")'''),
     new_markdown_cell(
         "## 3. Search configurations under FLOPs budgets\n\n`ExitSearch` runs a keras-tuner "
-        "search whose Oracle proposes only configurations inside the budgets (guided by the "
-        "TIPS importance); each trial is evaluated on the validation split with the one "
-        "compiled supernet, after BatchNorm recalibration. The result is the accuracy-vs-FLOPs "
-        "Pareto front."),
+        "search whose Oracle proposes only configurations inside the budgets: first the "
+        "important paths TIPS trained, then candidates guided by the importance; each trial is "
+        "evaluated on the validation split with the one compiled supernet, after BatchNorm "
+        "recalibration. The result is the accuracy-vs-FLOPs Pareto front."),
     new_code_cell('''\
 search = tips.search.ExitSearch(model, validation_data=(splits.x_val, splits.y_val), budgets=BUDGETS,
                                 max_trials=TRIALS, directory=os.path.join(ARTIFACTS, "search"),
-                                overwrite=True, recalibration_data=splits.x_train[:512], seed=0)
+                                overwrite=True, seed=0)  # recalibration: the calibration sample of fit
 front = search.run()
 print(front.table())
 for budget in BUDGETS:

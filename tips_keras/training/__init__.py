@@ -12,9 +12,11 @@ from tips_keras.training import batchnorm
 from tips_keras.training import evaluation
 from tips_keras.training import optimizer
 from tips_keras.training import recipes
+from tips_keras.training import importance
 from tips_keras.training import sampling
 from tips_keras.training import schedule
 from tips_keras.training import signals
+from tips_keras.training import state
 from tips_keras.training import step
 from tips_keras.training import teacher
 from tips_keras.training import validation

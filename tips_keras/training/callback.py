@@ -1,31 +1,20 @@
 """`TIPSCallback`: the anytime training recipe and TIPS path sampling, inside ``model.fit``.
 
 ``model.fit(x, y, callbacks=[TIPSCallback()])`` trains a gated supernet so that every
-configuration is deployable: per step the sandwich rule's largest and smallest sub-networks plus
-two paths drawn by TIPS, every exit the paths reach, soft targets from an EMA teacher, updates only
-for the parameters a step used, and a warm-up + cosine learning rate (`recipes.RECIPES`). The
-pieces:
+configuration is deployable (the recipe: `tips_keras.training.recipes`). Per step the callback
+draws the step's paths with a generator seeded by ``(seed, epoch, batch)``, sets the learning rate
+and hands the paths to the `AnytimeStep` it attached to the model (variable assigns: no re-trace).
+Per epoch it builds the DTMC of the sub-networks sampled in the epoch and updates the importance,
+the important paths and the sampler (`tips_keras.training.importance`), stores them in the
+model's `SubnetController` (`tips_keras.training.state`) and logs ``importance/<gate>``.
+Validation reports the sub-networks as deployed (`tips_keras.training.validation`).
 
-* per step the callback draws the step's paths with a generator seeded by ``(seed, epoch,
-  batch)``, sets the learning rate, and hands the paths to the `AnytimeStep` it attached to the
-  model (variable assigns: no re-trace);
-* per epoch it builds the DTMC of the sub-networks sampled in the epoch, computes TAS, and the
-  importance of each gate (default: the share of FLOPs budgets whose highest-TPS path uses it,
-  `tips_keras.dtmc.budget`), updates the TIPS sampler and stores importance and sampling
-  probabilities in the model's `SubnetController`; ``importance/<gate>`` goes to the logs;
-* validation reports the sub-networks as deployed: BatchNorm statistics are recalibrated per
-  configuration on a calibration sample taken from ``fit``'s own ``x``, Keras' ``val_*`` metrics
-  describe ``eval_config`` (the largest sub-network), and ``val_<name>_accuracy`` each of
-  ``report_configs`` (largest and smallest by default), for History, CSVLogger and TensorBoard.
-
-Resuming (``keras.callbacks.BackupAndRestore``, or weights loaded before ``fit``) continues
-exactly: the sampler state lives in the controller's variables, the EMA teacher is saved with the
-model's weights, the learning rate is a function of (epoch, batch), and the path draws depend only
-on (seed, epoch, batch) and the sampler state, which is read again at the first step of every
-epoch (after every callback's ``on_train_begin``, so after ``BackupAndRestore`` restored the
-backup). `AnytimeModel.fit` moves this callback to the front of the list, so a backup written at
-the end of an epoch already holds that epoch's update. If a run resumes at a batch offset inside
-an epoch, the draws of the skipped batches are replayed into the epoch's DTMC.
+Resuming (``keras.callbacks.BackupAndRestore``) continues exactly: the sampler state lives in
+the controller, the EMA teacher is saved with the weights, the learning rate is a function of
+(epoch, batch), the draws of (seed, epoch, batch) and the state, which is read again at the
+first step of every epoch (after ``BackupAndRestore`` restored the backup). `AnytimeModel.fit`
+moves this callback first, so an epoch-end backup holds the epoch's update. If a run resumes at a
+batch offset, the draws of the skipped batches are replayed into the epoch's DTMC.
 """
 
 import warnings
@@ -33,19 +22,16 @@ import warnings
 import keras
 import numpy as np
 
-from tips_keras import dtmc
-from tips_keras.supernet import analytic_flops
 from tips_keras.supernet.model import AnytimeModel
+from tips_keras.training import importance as importance_lib
 from tips_keras.training import optimizer as optimizer_lib
 from tips_keras.training import recipes
 from tips_keras.training import sampling
 from tips_keras.training import signals as signals_lib
+from tips_keras.training import state as state_lib
 from tips_keras.training import teacher as teacher_lib
 from tips_keras.training import validation as validation_lib
-from tips_keras.training.batchnorm import Recalibrator
-from tips_keras.training.batchnorm import calibration_data  # noqa: F401  (re-exported)
-from tips_keras.training.batchnorm import set_calibration_data
-from tips_keras.training.schedule import warmup_cosine
+from tips_keras.training.schedule import StepSchedule
 from tips_keras.training.step import AnytimeStep
 
 class TIPSCallback(keras.callbacks.Callback):
@@ -144,29 +130,11 @@ class TIPSCallback(keras.callbacks.Callback):
         self.importance_rule = importance
         self.budgets = recipes.check_budgets(budgets)
         self.eval_config = eval_config
-        if isinstance(report_configs, dict):
-            self.report_configs = dict(report_configs)
-        else:
-            self.report_configs = {str(name): name for name in report_configs}
-        if not (isinstance(recalibration_data, str) and recalibration_data == "auto") and \
-                recalibration_data is not None and not hasattr(recalibration_data, "shape"):
-            recalibration_data = np.asarray(recalibration_data)
-        self.recalibration_data = recalibration_data
-        for arg, value in (("calibration_size", calibration_size),
-                           ("validation_size", 1 if validation_size is None else validation_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
-                                 f"Received: {arg}={value!r}")
-        self.calibration_size = calibration_size
-        self.validation_size = validation_size
+        (self.report_configs, self.recalibration_data, self.calibration_size,
+         self.validation_size) = validation_lib.check_arguments(report_configs, recalibration_data,
+                                                                calibration_size, validation_size)
         self.terminate_on_nan = terminate_on_nan
-        self.sampler_options = dict(sampler_options)
-        values = self.recipe_values
-        if values["sandwich"] and sampler != "sandwich" and not callable(sampler):
-            self.sampler_options.setdefault("include_largest", True)
-            self.sampler_options.setdefault("include_smallest", True)
-        elif values["distillation"] > 0 and values["teacher"] == "inplace" and sampler in ("tips", "uniform"):
-            self.sampler_options.setdefault("include_largest", True)
+        self.sampler_options = recipes.sampler_options(self.recipe_values, sampler, sampler_options)
         self.sampler = None
         self.step = None
         self.importance = {}
@@ -180,7 +148,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self._epoch_started = False
         self._recalibrator = None
         self._report = None
-        self._base_lr = None
+        self._schedule = StepSchedule(None)
         self._training = False
         self._pending = {}
 
@@ -246,40 +214,16 @@ class TIPSCallback(keras.callbacks.Callback):
                                 record_signals=self.signal is not None)
         if values["masked_updates"]:
             optimizer_lib.mask_updates(model.optimizer)
-        self._base_lr = None
-        if values["lr_schedule"] == "cosine" and not isinstance(
-                model.optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            self._base_lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        self._prepare_calibration()
+        self._schedule = StepSchedule(values["warmup"]) if values["lr_schedule"] == "cosine" else StepSchedule(None)
+        self._schedule.start(model.optimizer)
+        self._recalibrator, self._report = validation_lib.prepare(
+            model, self._fit_arguments, self.recalibration_data, self.calibration_size, self.report_configs,
+            self.validation_size, self.seed)
         model.set_training_step(self.step)
         self._training = True
 
-    def _prepare_calibration(self):
-        model = self.model
-        data = self.recalibration_data
-        if isinstance(data, str):  # "auto"
-            data = validation_lib.calibration_sample(self._fit_arguments, self.calibration_size, self.seed)
-            if data is None and self._fit_arguments.get("x") is not None:
-                warnings.warn(
-                    "TIPSCallback: no calibration sample could be taken from fit's x (neither an "
-                    "array nor a dataset of (x, y) batches); validation uses the shared BatchNorm "
-                    "statistics. Pass recalibration_data=<training inputs>.", RuntimeWarning, stacklevel=3)
-        self._recalibrator = None if data is None else Recalibrator(model, data)
-        set_calibration_data(model, data)
-        self._report = None
-        if self.report_configs:
-            sample = validation_lib.validation_sample(self._fit_arguments, self.validation_size)
-            if sample is not None:
-                self._report = validation_lib.DeployedValidation(model, self.report_configs, sample, data)
-
     def _store_state(self):
-        controller = self.model.controller
-        controller.gate_probs.assign(self.sampler.gate_probs.astype(np.float32))
-        controller.exit_probs.assign(self.sampler.exit_probs.astype(np.float32))
-        rows = np.full(tuple(controller.important_paths.shape), -1.0, np.float32)
-        important = np.asarray(getattr(self.sampler, "important", ()), np.float32).reshape(-1, rows.shape[1])
-        rows[: len(important)] = important[: len(rows)]
-        controller.important_paths.assign(rows)
+        state_lib.store_state(self.sampler, self.model.controller)
 
     def _load_state(self):
         """Reads the sampler state from the controller (the source of truth after a resume).
@@ -287,14 +231,10 @@ class TIPSCallback(keras.callbacks.Callback):
         Returns:
             True when a stored state was restored (adaptive sampler, at least one update).
         """
-        controller = self.model.controller
-        if not self.sampler.adaptive or float(keras.ops.convert_to_numpy(controller.updates)) <= 0:
+        importance = state_lib.load_state(self.sampler, self.model.controller)
+        if importance is None:
             return False
-        self.sampler.set_state(keras.ops.convert_to_numpy(controller.gate_probs),
-                               keras.ops.convert_to_numpy(controller.exit_probs),
-                               keras.ops.convert_to_numpy(controller.important_paths))
-        values = keras.ops.convert_to_numpy(controller.importance)
-        self.importance = dict(zip(self.model.config_space.gate_names, map(float, values)))
+        self.importance = dict(zip(self.model.config_space.gate_names, map(float, importance)))
         return True
 
     # -- per step -----------------------------------------------------------------------------
@@ -336,16 +276,7 @@ class TIPSCallback(keras.callbacks.Callback):
             A float, or ``None`` when the callback does not schedule the learning rate (or runs
             outside ``fit``).
         """
-        params = self.params or {}
-        if self._base_lr is None or not params.get("epochs"):
-            return None  # not scheduling, or not inside fit
-        epochs = int(params["epochs"])
-        steps = params.get("steps")
-        if not steps:  # unknown epoch length: one value per epoch
-            return self._base_lr * warmup_cosine(epoch, epochs, round(self.recipe_values["warmup"] * epochs))
-        total = epochs * int(steps)
-        return self._base_lr * warmup_cosine(epoch * int(steps) + batch, total,
-                                             round(self.recipe_values["warmup"] * total))
+        return self._schedule.rate(self.params, epoch, batch)
 
     def on_train_batch_begin(self, batch, logs=None):
         """Draws the step's paths, records them, sets the learning rate and hands the paths over.
@@ -434,8 +365,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self._training = False
         model.set_training_step(None)
         optimizer_lib.unmask_updates(model.optimizer)
-        if self._base_lr is not None:
-            model.optimizer.learning_rate = self._base_lr
+        self._schedule.stop(model.optimizer)
         teacher = teacher_lib.detach(model)
         if teacher is not None and self.recipe_values["final_weights"] == "ema":
             teacher.copy_to(model)
@@ -462,26 +392,17 @@ class TIPSCallback(keras.callbacks.Callback):
         Example:
             >>> importance, tas = cb.compute_importance(vectors)  # doctest: +SKIP
         """
-        topo = self.model.topology
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) == 0:
             raise ValueError(
                 "Invalid value: empty epoch. Expected at least one sampled sub-network to build "
                 f"the DTMC. Received: {len(vectors)} sub-networks in epoch {self._epoch}"
             )
-        lam = self.coupling / max(len(vectors) - 1, 1)
-        if self.importance_rule == "best_path":
-            return dtmc.importance_from_configs(
-                topo.num_nodes, topo.edges, topo.edge_gate, topo.num_gates, topo.edge_masks(vectors, prune=False),
-                topo.source, topo.sink, lam=lam, mode=self.score, weights=weights)
-        tas = dtmc.tas_from_configs(topo.num_nodes, topo.edges, topo.edge_masks(vectors), topo.source,
-                                    topo.sink, lam=lam, prune=False, weights=weights)
-        node_value = tas if self.score == "sum" else np.log(np.maximum(tas, 1e-300))
-        paths = important_paths(self.model, node_value, self.budgets)
-        space = self.model.config_space
-        self.important_paths = {b: None if p is None else space.resolve((p[0], list(p[1])))
-                                for b, p in zip(self.budgets, paths)}
-        return dtmc.budget_importance(paths, topo.num_gates), tas
+        importance, tas, paths = importance_lib.dtmc_importance(
+            self.model, vectors, self.importance_rule, self.coupling, self.score, self.budgets, weights)
+        if paths is not None:
+            self.important_paths = dict(zip(self.budgets, paths))
+        return importance, tas
 
     def on_epoch_end(self, epoch, logs=None):
         """Updates importance and sampler from the epoch's paths and stores both in the controller.
@@ -518,39 +439,3 @@ class TIPSCallback(keras.callbacks.Callback):
             for name, value in self.importance.items():
                 logs[f"importance/{name}"] = value
         self._pending = {}
-
-
-def important_paths(model, node_value, budgets):
-    """The highest-TPS configuration of ``model`` within each FLOPs budget.
-
-    TPS and FLOPs are additive over the gates (`tips_keras.dtmc.budget`): the base value and cost
-    of each exit and each gate's increment are read off ``E + G`` probe configurations.
-
-    Args:
-        model: a gated supernet.
-        node_value: (V,) score of each node (TAS for the sum TPS, log TAS for the product).
-        budgets: fractions of the full FLOPs.
-
-    Returns:
-        The list of `tips_keras.dtmc.best_configurations` (``(exit, bits, tps, flops)`` or None).
-
-    Example:
-        >>> important_paths(model, tas, [0.25, 0.5])  # doctest: +SKIP
-    """
-    topo = model.topology
-    space = topo.space
-    g, e = space.num_gates, space.num_exits
-    base = np.zeros((e, g + 1), np.float32)
-    base[:, -1] = np.arange(e)
-    probes = np.concatenate([np.eye(g, dtype=np.float32),  # gate g alone, at the first exit reaching it
-                             np.asarray(space.gate_min_exit, np.float32)[:, None]], axis=1)
-    vectors = np.concatenate([base, probes])
-    nodes = topo.node_masks(vectors).astype(np.float64)
-    value = nodes @ np.asarray(node_value, dtype=np.float64)
-    cost = np.array([c for c, _ in analytic_flops.cost_vectors(model, vectors)], dtype=np.float64)
-    exit_of_gate = np.asarray(space.gate_min_exit)
-    gate_value = value[e:] - value[exit_of_gate]
-    gate_cost = cost[e:] - cost[exit_of_gate]
-    full = float(analytic_flops.flops(model, "largest"))
-    return dtmc.best_configurations(value[:e], gate_value, cost[:e], gate_cost, exit_of_gate,
-                                    [b * full for b in budgets])

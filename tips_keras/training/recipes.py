@@ -209,3 +209,27 @@ def check_budgets(budgets):
             f"the full FLOPs in (0, 1]. Received: budgets={budgets!r}"
         )
     return tuple(float(b) for b in values)
+
+
+def sampler_options(values, sampler, options):
+    """The sampler options a resolved recipe implies (the sandwich's fixed paths), plus ``options``.
+
+    Args:
+        values: a resolved recipe (`resolve_recipe`).
+        sampler: the callback's ``sampler``.
+        options: the user's sampler options (they win).
+
+    Returns:
+        A new dict of sampler options.
+
+    Example:
+        >>> sampler_options(RECIPES["anytime"], "tips", {})
+        {'include_largest': True, 'include_smallest': True}
+    """
+    options = dict(options)
+    if values["sandwich"] and sampler != "sandwich" and not callable(sampler):
+        options.setdefault("include_largest", True)
+        options.setdefault("include_smallest", True)
+    elif values["distillation"] > 0 and values["teacher"] == "inplace" and sampler in ("tips", "uniform"):
+        options.setdefault("include_largest", True)
+    return options

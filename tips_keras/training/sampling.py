@@ -390,3 +390,4 @@ def get_sampler(name, space, paths_per_step=None, **kwargs):
         return classes[name](space, paths_per_step=1 if paths_per_step is None else paths_per_step, **kwargs)
     except TypeError as error:
         raise ValueError(f"Invalid options for sampler {name!r}: {error}. Received: {kwargs!r}") from None
+

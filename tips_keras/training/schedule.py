@@ -9,6 +9,8 @@ steps_per_epoch + batch``, so it needs no optimizer of its own, never re-traces,
 
 import math
 
+import keras
+
 SCHEDULES = ("cosine", None)
 
 
@@ -69,3 +71,63 @@ def warmup_cosine(step, total_steps, warmup_steps=0, final_fraction=0.0):
     span = max(total_steps - warmup_steps - 1, 1)
     t = min(max((step - warmup_steps) / span, 0.0), 1.0)
     return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class StepSchedule:
+    """The callback's per-step learning rate: ``base * warmup_cosine(step)``, restored after fit.
+
+    The base is the optimizer's learning rate when training starts; an optimizer built with a
+    ``LearningRateSchedule`` keeps its own (nothing is scheduled).
+
+    Args:
+        warmup: warm-up fraction of all steps, or ``None`` for no schedule.
+
+    Example:
+        >>> schedule = StepSchedule(0.05)  # doctest: +SKIP
+        >>> schedule.start(model.optimizer); schedule.rate(callback.params, 0, 0)  # doctest: +SKIP
+    """
+
+    def __init__(self, warmup):
+        self.warmup = warmup
+        self.base = None
+
+    def start(self, optimizer):
+        """Reads the base learning rate (none for a scheduled optimizer or ``warmup=None``).
+
+        Args:
+            optimizer: the model's optimizer.
+        """
+        self.base = None
+        if self.warmup is not None and not isinstance(
+                optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            self.base = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+    def rate(self, params, epoch, batch):
+        """The learning rate of step (epoch, batch).
+
+        Args:
+            params: the callback's ``params`` (``epochs`` and ``steps`` of the ``fit`` call).
+            epoch: the epoch index.
+            batch: the batch index.
+
+        Returns:
+            A float, or ``None`` when not scheduling (or outside ``fit``). With an unknown
+            number of steps per epoch, one value per epoch.
+        """
+        params = params or {}
+        if self.base is None or not params.get("epochs"):
+            return None
+        epochs, steps = int(params["epochs"]), params.get("steps")
+        if not steps:
+            return self.base * warmup_cosine(epoch, epochs, round(self.warmup * epochs))
+        total = epochs * int(steps)
+        return self.base * warmup_cosine(epoch * int(steps) + batch, total, round(self.warmup * total))
+
+    def stop(self, optimizer):
+        """Puts the base learning rate back (a later ``fit`` starts from it again).
+
+        Args:
+            optimizer: the model's optimizer.
+        """
+        if self.base is not None:
+            optimizer.learning_rate = self.base

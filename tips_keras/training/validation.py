@@ -16,9 +16,12 @@ the sub-networks as they would be deployed, which the callback logs as ``val_<na
 """
 
 import math
+import warnings
 
 import numpy as np
 
+from tips_keras.training.batchnorm import Recalibrator
+from tips_keras.training.batchnorm import set_calibration_data
 from tips_keras.training.evaluation import ConfigEvaluator
 
 
@@ -160,3 +163,80 @@ class DeployedValidation:
                     for name, config in self.configs.items()}
         finally:
             model.set_config(active)
+
+
+def check_arguments(report_configs, recalibration_data, calibration_size, validation_size):
+    """Validates the validation arguments of `TIPSCallback`.
+
+    Args:
+        report_configs: a sequence of ``"largest"`` / ``"smallest"`` or a dict ``{name: config}``.
+        recalibration_data: ``"auto"``, ``None`` or training inputs.
+        calibration_size: a positive int.
+        validation_size: ``None`` or a positive int.
+
+    Returns:
+        ``(report_configs as a dict, recalibration_data, calibration_size, validation_size)``.
+
+    Raises:
+        ValueError: a size that is not a positive integer, or a string other than ``"auto"``.
+
+    Example:
+        >>> check_arguments(("largest",), "auto", 1024, None)[0]
+        {'largest': 'largest'}
+    """
+    if isinstance(report_configs, dict):
+        configs = dict(report_configs)
+    else:
+        configs = {str(name): name for name in report_configs}
+    if isinstance(recalibration_data, str) and recalibration_data != "auto":
+        raise ValueError("Invalid value for argument `recalibration_data`. Expected 'auto', None or "
+                         f"training inputs. Received: recalibration_data={recalibration_data!r}")
+    if recalibration_data is not None and not isinstance(recalibration_data, str) \
+            and not hasattr(recalibration_data, "shape"):
+        recalibration_data = np.asarray(recalibration_data)
+    for arg, value in (("calibration_size", calibration_size),
+                       ("validation_size", 1 if validation_size is None else validation_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
+                             f"Received: {arg}={value!r}")
+    return configs, recalibration_data, calibration_size, validation_size
+
+
+def prepare(model, arguments, recalibration_data, calibration_size, report_configs, validation_size, seed=0):
+    """The recalibrator and the deployed report of a ``fit`` (called at the start of training).
+
+    Takes the calibration sample (``"auto"``: from ``fit``'s ``x``), keeps it on the model
+    (`tips_keras.training.batchnorm.set_calibration_data`) and builds the report on the
+    validation sample when there is one.
+
+    Args:
+        model: the supernet.
+        arguments: ``fit``'s arguments by name.
+        recalibration_data: ``"auto"``, ``None`` or training inputs.
+        calibration_size: inputs taken for ``"auto"``.
+        report_configs: ``{name: config}`` (empty: no report).
+        validation_size: validation examples of the report (``None``: all).
+        seed: seed of the calibration subset.
+
+    Returns:
+        ``(recalibrator or None, DeployedValidation or None)``.
+
+    Example:
+        >>> recal, report = prepare(model, {"x": x}, "auto", 1024, {}, None)  # doctest: +SKIP
+    """
+    data = recalibration_data
+    if isinstance(data, str):  # "auto"
+        data = calibration_sample(arguments, calibration_size, seed)
+        if data is None and arguments.get("x") is not None:
+            warnings.warn(
+                "TIPSCallback: no calibration sample could be taken from fit's x (neither an "
+                "array nor a dataset of (x, y) batches); validation uses the shared BatchNorm "
+                "statistics. Pass recalibration_data=<training inputs>.", RuntimeWarning, stacklevel=4)
+    set_calibration_data(model, data)
+    recalibrator = None if data is None else Recalibrator(model, data)
+    report = None
+    if report_configs:
+        sample = validation_sample(arguments, validation_size)
+        if sample is not None:
+            report = DeployedValidation(model, report_configs, sample, data)
+    return recalibrator, report

@@ -1,0 +1,185 @@
+"""Speed of gated training and of the search (issue 14): ratios from one run, CPU and wall time.
+
+Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
+
+1. Training step. For the largest, a middle (~50 % FLOPs) and a small (~25 % FLOPs)
+   configuration of the demo supernet (`anytime_resnet(widths=(16, 32, 64))`): one epoch of
+   ``fit`` of the configuration extracted as a plain Keras model (``tips.extract``) against the
+   supernet holding that configuration under `TIPSCallback` (one path per step, its own exit, no
+   teacher: the gating machinery alone), same data and batch size. Then a k-path step (the four
+   configurations largest, middle, small, smallest in one step) against the sum of their plain
+   steps, and the default recipe's step (every reached exit, EMA teacher) on the same four
+   paths. Variants interleaved; per-epoch wall and CPU time (``time.process_time``), median of the
+   runs (epoch 1, with tracing, excluded).
+2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
+   configuration) with per-configuration BatchNorm recalibration (1,024 training images) and
+   2,000 validation images on the demo supernet; how it grows with the number of gates (6, 12, 24:
+   2, 4, 8 blocks per stage) and with the validation size (500, 1,000, 2,000); where the time goes
+   (recalibration, evaluation, the rest: keras-tuner and FLOPs).
+"""
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tips_keras as tips  # noqa: E402
+from tips_keras import data  # noqa: E402
+from tips_keras.training import sampling  # noqa: E402
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.rows = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = (time.perf_counter(), time.process_time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append((time.perf_counter() - self._start[0], time.process_time() - self._start[1]))
+
+
+class ListSampler(sampling.Sampler):
+    """The same paths every step."""
+
+    def __init__(self, space, vectors):
+        super().__init__(space, paths_per_step=len(vectors))
+        self.vectors = np.asarray(vectors, np.float32)
+
+    def sample(self, rng):
+        return self.vectors.copy()
+
+
+def supernet(widths, blocks):
+    keras.utils.set_random_seed(0)
+    return tips.zoo.anytime_resnet((28, 28, 1), 10, widths=widths, blocks_per_stage=blocks)
+
+
+def closest(model, fraction):
+    vectors = model.config_space.all_vectors()
+    flops = np.array([m for m, _ in tips.analytic_flops.cost_vectors(model, vectors)], float)
+    full = float(tips.flops(model, "largest"))
+    keys = [(abs(f / full - fraction), -v[:-1].sum(), -v[-1]) for v, f in zip(vectors, flops)]
+    return vectors[min(range(len(vectors)), key=keys.__getitem__)]
+
+
+def fit_epochs(model, x, y, epochs, callbacks=()):
+    timer = EpochTimer()
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[timer, *callbacks])
+    rows = timer.rows[1:]  # epoch 1 traces
+    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+
+def plain_epoch(widths, blocks, vector, x, y, epochs):
+    model = tips.extract(supernet(widths, blocks), tips.Configuration.from_vector(vector), recalibrate_data=None)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return fit_epochs(model, x, y, epochs)
+
+
+def gated_epoch(widths, blocks, vectors, x, y, epochs, recipe="single_path"):
+    model = supernet(widths, blocks)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    options = dict(recipe="single_path", distillation=0.0) if recipe == "single_path" else {}
+    callback = tips.TIPSCallback(sampler=lambda s: ListSampler(s, vectors), report_configs=(),
+                                 recalibration_data=None, **options)
+    return fit_epochs(model, x, y, epochs, [callback])
+
+
+def step_table(x, y, runs, epochs, widths=(16, 32, 64), blocks=2):
+    probe = supernet(widths, blocks)
+    space = probe.config_space
+    configs = {"largest": space.largest().to_vector(), "middle": closest(probe, 0.5),
+               "small": closest(probe, 0.25), "smallest": space.smallest().to_vector()}
+    full = tips.flops(probe, "largest")
+    steps = -(-len(x) // 128)
+    four = [configs[n] for n in ("largest", "middle", "small", "smallest")]
+    variants = {f"plain {n}": (plain_epoch, (configs[n],)) for n in configs}
+    variants.update({f"gated {n}": (gated_epoch, ([configs[n]],)) for n in ("largest", "middle", "small")})
+    variants["gated 4 paths"] = (gated_epoch, (four,))
+    variants["recipe 4 paths"] = (functools.partial(gated_epoch, recipe="anytime"), (four,))
+    times = {name: [] for name in variants}
+    for _ in range(runs):  # interleaved
+        for name, (fn, args) in variants.items():
+            keras.backend.clear_session()
+            times[name].append(fn(widths, blocks, *args, x, y, epochs))
+
+    def med(name, i):
+        return statistics.median(t[i] for t in times[name])
+
+    print(f"\n## 1. training step: supernet (gated) vs the configuration as a plain Keras model "
+          f"({len(x)} images, batch 128, {steps} steps/epoch, median of {runs} interleaved runs, "
+          f"epochs 2..{epochs})")
+    print(f"{'configuration':<10} {'FLOPs':>6} {'plain ms/step':>14} {'gated ms/step':>14} "
+          f"{'wall ratio':>10} {'cpu ratio':>9}")
+    for n in ("largest", "middle", "small"):
+        f = tips.flops(probe, tips.Configuration.from_vector(configs[n])) / full
+        print(f"{n:<10} {f:>6.2f} {med('plain ' + n, 0) / steps * 1e3:>14.1f} "
+              f"{med('gated ' + n, 0) / steps * 1e3:>14.1f} {med('gated ' + n, 0) / med('plain ' + n, 0):>10.2f} "
+              f"{med('gated ' + n, 1) / med('plain ' + n, 1):>9.2f}")
+    plain_sum = [sum(med(f"plain {n}", i) for n in ("largest", "middle", "small", "smallest")) for i in (0, 1)]
+    for name in ("gated 4 paths", "recipe 4 paths"):
+        print(f"{name:<15} {med(name, 0) / steps * 1e3:>8.1f} ms/step; / sum of the 4 plain steps: "
+              f"wall {med(name, 0) / plain_sum[0]:.2f}, cpu {med(name, 1) / plain_sum[1]:.2f}")
+
+
+def search_rate(widths, blocks, x_train, x_val, y_val, trials):
+    model = supernet(widths, blocks)
+    with tempfile.TemporaryDirectory() as directory:
+        search = tips.search.ExitSearch(model, (x_val, y_val), budgets=[0.25, 0.5, 0.75, 1.0],
+                                        max_trials=trials, oracle="random", directory=directory,
+                                        overwrite=True, recalibration_data=x_train[:1024],
+                                        recalibration_batches=8, progress=False)
+        search.evaluator.evaluate("largest")  # traces the two compiled functions once
+        ev = search.evaluator
+        ev.evaluations, ev.seconds, ev.recalibration_seconds = 0, 0.0, 0.0
+        start, cpu = time.perf_counter(), time.process_time()
+        search.run()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    n = max(ev.evaluations, 1)
+    return dict(configs=ev.evaluations, per_s=ev.evaluations / wall, cpu_per_config=cpu / n,
+                recal_ms=ev.recalibration_seconds / n * 1e3,
+                eval_ms=(ev.seconds - ev.recalibration_seconds) / n * 1e3,
+                other_ms=(wall - ev.seconds) / n * 1e3, gates=model.config_space.num_gates)
+
+
+def search_table(splits, trials, quick):
+    print(f"\n## 2. search: configurations/s with per-configuration BatchNorm recalibration "
+          f"(1,024 images), random oracle, {trials} trials")
+    print(f"{'gates':>5} {'val images':>10} {'configs/s':>9} {'cpu s/config':>12} {'recal ms':>8} "
+          f"{'eval ms':>8} {'other ms':>8}")
+    cases = [(2, 2000), (4, 2000), (8, 2000), (2, 500), (2, 1000)]
+    if quick:
+        cases = [(2, 500)]
+    for blocks, n_val in cases:
+        keras.backend.clear_session()
+        r = search_rate((16, 32, 64), blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], trials)
+        print(f"{r['gates']:>5} {n_val:>10} {r['per_s']:>9.2f} {r['cpu_per_config']:>12.3f} "
+              f"{r['recal_ms']:>8.0f} {r['eval_ms']:>8.0f} {r['other_ms']:>8.0f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 run: a smoke test")
+    parser.add_argument("--sections", nargs="+", type=int, choices=(1, 2), default=[1, 2])
+    args = parser.parse_args()
+    print(f"# speed benchmark: {' '.join(['.venv/bin/python', 'benchmarks/speed_benchmark.py'] + sys.argv[1:])}")
+    print(f"# {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
+    n, runs, epochs, trials = (512, 1, 2, 4) if args.quick else (2560, 3, 3, 40)
+    splits = data.load("fashion_mnist", train_size=max(n, 1024), val_size=2000)
+    if 1 in args.sections:
+        step_table(splits.x_train[:n], splits.y_train[:n], runs, epochs)
+    if 2 in args.sections:
+        search_table(splits, trials, args.quick)
+
+
+if __name__ == "__main__":
+    main()

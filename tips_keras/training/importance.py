@@ -1,0 +1,104 @@
+"""TIPS importance of an epoch: the DTMC of the sampled sub-networks, TAS, the important paths.
+
+`dtmc_importance` turns the control vectors an epoch trained into a per-gate importance with one
+of two DTMC rules (the third, ``"marginal"``, reads the training signal instead:
+`tips_keras.training.signals`):
+
+* ``"budget_paths"`` (default): TAS of every node from the hyper-adjacency of the sampled
+  sub-networks (each node tied to its copies with a total weight λ), node values TAS (``score=
+  "sum"``) or log TAS (``"log"``), the highest-TPS configuration within each FLOPs budget
+  (`important_paths`, an exact knapsack: `tips_keras.dtmc.best_configurations`), and a gate's
+  importance the share of budgets whose important path switches it on;
+* ``"best_path"`` (tips-keras 0.1): the best TPS of any input -> output path through the gate's
+  edges, min-max normalised (`tips_keras.dtmc.importance_from_configs`).
+
+The math is in `tips_keras.dtmc` (pure numpy); this module only reads the supernet (topology,
+analytic FLOPs) for it.
+"""
+
+import numpy as np
+
+from tips_keras import dtmc
+from tips_keras.supernet import analytic_flops
+
+RULES = ("budget_paths", "best_path")
+
+
+def important_paths(model, node_value, budgets):
+    """The highest-TPS configuration of ``model`` within each FLOPs budget.
+
+    TPS and FLOPs are additive over the gates (`tips_keras.dtmc.budget`): the base value and cost
+    of each exit and each gate's increment are read off ``E + G`` probe configurations.
+
+    Args:
+        model: a gated supernet.
+        node_value: (V,) score of each node (TAS for the sum TPS, log TAS for the product).
+        budgets: fractions of the full FLOPs.
+
+    Returns:
+        The list of `tips_keras.dtmc.best_configurations` (``(exit, bits, tps, flops)`` or None).
+
+    Example:
+        >>> important_paths(model, tas, [0.25, 0.5])  # doctest: +SKIP
+    """
+    topo = model.topology
+    space = topo.space
+    g, e = space.num_gates, space.num_exits
+    base = np.zeros((e, g + 1), np.float32)
+    base[:, -1] = np.arange(e)
+    probes = np.concatenate([np.eye(g, dtype=np.float32),  # gate g alone, at the first exit reaching it
+                             np.asarray(space.gate_min_exit, np.float32)[:, None]], axis=1)
+    vectors = np.concatenate([base, probes])
+    nodes = topo.node_masks(vectors).astype(np.float64)
+    value = nodes @ np.asarray(node_value, dtype=np.float64)
+    cost = np.array([c for c, _ in analytic_flops.cost_vectors(model, vectors)], dtype=np.float64)
+    exit_of_gate = np.asarray(space.gate_min_exit)
+    gate_value = value[e:] - value[exit_of_gate]
+    gate_cost = cost[e:] - cost[exit_of_gate]
+    full = float(analytic_flops.flops(model, "largest"))
+    return dtmc.best_configurations(value[:e], gate_value, cost[:e], gate_cost, exit_of_gate,
+                                    [b * full for b in budgets])
+
+
+def dtmc_importance(model, vectors, rule="budget_paths", coupling=1.0, score="sum", budgets=(0.25, 0.5),
+                    weights=None):
+    """Per-gate importance, TAS per node and the important paths of sampled sub-networks.
+
+    Args:
+        model: a gated supernet.
+        vectors: array (T, G + 1) of the control vectors trained in the epoch, T >= 1.
+        rule: one of ``RULES``.
+        coupling: λ >= 0, the total weight tying each node to its T - 1 copies (λ / (T - 1) per
+            pair).
+        score: ``"sum"`` or ``"log"`` (TPS as the sum of TAS or of log TAS).
+        budgets: fractions of the full FLOPs (``"budget_paths"``).
+        weights: optional (T,) positive weights of the sub-networks in the DTMC.
+
+    Returns:
+        ``(importance, tas, paths)``: (G,) in [0, 1], (V,) summing to 1, and a list with one
+        `Configuration` (or None) per budget for ``"budget_paths"``, else ``None``.
+
+    Raises:
+        ValueError: an unknown rule, or the errors of `tips_keras.dtmc` (empty or malformed
+            vectors, bad coupling or weights).
+
+    Example:
+        >>> importance, tas, paths = dtmc_importance(model, vectors)  # doctest: +SKIP
+    """
+    if rule not in RULES:
+        raise ValueError(f"Invalid value for argument `rule`. Expected one of {RULES}. Received: rule={rule!r}")
+    topo = model.topology
+    vectors = np.asarray(vectors, dtype=np.float32)
+    lam = coupling / max(len(vectors) - 1, 1)
+    if rule == "best_path":
+        importance, tas = dtmc.importance_from_configs(
+            topo.num_nodes, topo.edges, topo.edge_gate, topo.num_gates, topo.edge_masks(vectors, prune=False),
+            topo.source, topo.sink, lam=lam, mode=score, weights=weights)
+        return importance, tas, None
+    tas = dtmc.tas_from_configs(topo.num_nodes, topo.edges, topo.edge_masks(vectors), topo.source,
+                                topo.sink, lam=lam, prune=False, weights=weights)
+    node_value = tas if score == "sum" else np.log(np.maximum(tas, 1e-300))
+    found = important_paths(model, node_value, budgets)
+    space = model.config_space
+    paths = [None if p is None else space.resolve((p[0], list(p[1]))) for p in found]
+    return dtmc.budget_importance(found, topo.num_gates), tas, paths
