@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -121,6 +122,10 @@ def test_crash_and_backup_and_restore_continue_exactly(tmp_path, reference):
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(fresh_model(0), callbacks(first) + [Crash(epoch=1, batch=2)])
     assert sorted(first.draws) == [0] and len(first._records) == 3  # died in step (1, 2)
+    # The backup holds the EMA teacher (saved through the model's untracked attribute).
+    weights_files = [p for p in pathlib.Path(backup_dir).rglob("*.h5")]
+    with h5py.File(weights_files[0]) as handle:
+        assert any(name.startswith("_tips_teacher") for name in handle)
 
     # Restart in a "new process": a differently initialised model, a new callback.
     resumed_model = fresh_model(123)
