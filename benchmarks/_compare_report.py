@@ -11,20 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tips_keras import plots  # noqa: E402
+from tips_keras.atomic import atomic_write  # noqa: E402
 
 TABLE_HEADER = "| sampler | paths/step |"
 SUMMARY_HEADER = ("| sampler | mean acc (fixed set) | front mean acc | front AUC | epochs to target "
                   "| s/epoch | total train s | metric at uniform's wall time |")
 FRONT_HEADER = "| sampler (searched front) |"
-
-
-def atomic_write(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def save_fig(fig, path):

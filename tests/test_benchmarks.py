@@ -33,9 +33,11 @@ def test_quick_run_writes_report_and_figures(quick_run):
     assert ("| sampler | mean acc (fixed set) | front mean acc | front AUC | epochs to target "
             "| s/epoch | total train s | metric at uniform's wall time |") in text
     assert "| sampler (searched front) | ≤10% | ≤25% | ≤50% | ≤75% | ≤100% | mean | AUC |" in text
-    for row in ("| tips |", "| uniform |", "| sandwich |", "| stochastic_depth |", "| separate-25% |",
-                "| separate-50% |", "| separate-100% |"):
+    for row in ("| tips | 4 |", "| uniform | 4 |", "| single_path | 1 |", "| trained alone | 1 |"):
         assert row in text, row
+    # The gap tables: supernet minus the same network trained alone, fixed set and searched menu.
+    assert "## Supernet vs the same networks trained alone" in text
+    assert text.count("| supernet | 25% | 50% | 100% | mean |") == 2
 
 
 def test_quick_run_states_tips_vs_uniform(quick_run):
@@ -50,23 +52,30 @@ def test_quick_run_json_is_complete(quick_run):
     payload = json.loads((out / "results.json").read_text())
     assert payload["partial"] is False
     records = payload["records"]
-    assert {r["name"] for r in records} == {"tips", "uniform", "sandwich", "stochastic_depth",
-                                             "separate-25%", "separate-50%", "separate-100%"}
+    assert {r["name"] for r in records} == {"tips", "uniform", "single_path"}
     tips_run = next(r for r in records if r["name"] == "tips")
     epochs = payload["meta"]["sizes"]["epochs"]
     assert len(tips_run["epochs"]) == epochs and len(tips_run["tips_history"]) == epochs
     assert set(tips_run["tips_history"][0]) >= {"importance", "gate_probs"}
     assert len(tips_run["front"]) == 5 and all(0 <= b["test_acc"] <= 1 for b in tips_run["front"])
-    sandwich = next(r for r in records if r["name"] == "sandwich")
-    assert sandwich["paths_per_step"] == 4
+    assert tips_run["paths_per_step"] == 4
+    assert next(r for r in records if r["name"] == "single_path")["paths_per_step"] == 1
+    # Networks trained alone: the fixed 25/50/100 % configurations, and menu picks, each with its seed.
+    alone = payload["alone"]
+    fixed_alone = {tuple(a["vector"]) for a in alone if a["why"].startswith("fixed")}
+    assert fixed_alone == {tuple(payload["configs"][str(l)]["vector"]) for l in (0.25, 0.5, 1.0)}
+    assert all(0 <= a["test_acc"] <= 1 and a["seed"] == 0 for a in alone)
+    gaps = payload["summary"]["runs"]["tips"]["gap_fixed"]
+    assert set(gaps) == {"0.25", "0.5", "1.0"} and all(len(v) == 1 for v in gaps.values())
     assert set(payload["summary"]["comparisons"]["tips"]) >= {"fixed_mean_per_seed", "front_mean"}
 
 
-def test_fixed_sampler_and_config_selection():
+def test_config_selection_orders_levels_by_flops():
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import numpy as np
 
     import _compare_lib as lib
+    import tips_keras as tips
 
     model = lib.build_model(lib.SETTINGS["standard-quick"])
     space = model.config_space
@@ -74,10 +83,8 @@ def test_fixed_sampler_and_config_selection():
     assert configs[1.0][2] == 1.0 and np.array_equal(configs[1.0][0], space.largest().to_vector())
     fractions = [configs[l][2] for l in lib.LEVELS]
     assert fractions == sorted(fractions)
-    sampler = lib.FixedSampler(space, lib.as_config(configs[0.5][0]))
-    draws = [sampler.sample(np.random.default_rng(i)) for i in range(3)]
-    assert all(np.array_equal(d, configs[0.5][0][None, :]) for d in draws)
-    assert sampler.exit_probs.sum() == 1.0
+    assert [configs[l][1] for l in lib.LEVELS] == [tips.flops(model, lib.as_config(configs[l][0]))
+                                                   for l in lib.LEVELS]
 
 
 def test_regenerating_results_keeps_the_hand_written_analysis_flagged(tmp_path):

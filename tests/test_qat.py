@@ -81,3 +81,55 @@ def test_model_spec_round_trips_the_graph(trained_sub):
     adds = [layer for layer in spec["layers"] if layer["class_name"] == "Add"]
     assert adds and all(layer["list_input"] and len(layer["inbound"]) == 2 for layer in adds)
     assert sum(np.prod(w.shape) for w in weights.values()) == sub.count_params()
+
+
+# -- issue 16: models users bring ----------------------------------------------------------------
+def _default_named_resnet():
+    """A wrapped plain ResNet with SeparableConv2D and Keras' default layer names (conv2d, ...)."""
+    L = keras.layers
+    inputs = keras.Input((12, 12, 1))
+    x = L.Conv2D(8, 3, padding="same")(inputs)
+    for _ in range(2):
+        y = L.SeparableConv2D(8, 3, padding="same")(x)
+        y = L.BatchNormalization()(y)
+        y = L.ReLU()(y)
+        y = L.Conv2D(8, 3, padding="same")(y)
+        x = L.Add()([x, y])
+    return tips.anytime(keras.Model(inputs, L.Dense(4, activation="softmax")(L.GlobalAveragePooling2D()(x))))
+
+
+def test_qat_of_a_wrapped_model_with_separable_convolutions_and_default_names():
+    from tests.conftest import make_blobs
+
+    x, y = make_blobs(256, seed=0)
+    sub = export.extract(_default_named_resnet(), (0, [1, 0]), recalibrate_data=x)
+    assert not any(isinstance(layer, keras.layers.Identity) for layer in sub.layers)  # anytime's exit
+    assert qat.unsupported_layers(sub) == []
+    result = qat.quantization_aware_finetune(sub, x, y, epochs=1, validation_data=(x[:64], y[:64]))
+    assert result.report["tf_keras_max_abs_diff"] < 1e-4
+    assert abs(result.report["qat_int8_accuracy"] - result.report["float_accuracy"]) <= 0.1
+
+
+def test_layers_tfmot_cannot_quantize_are_refused_before_the_child_starts(monkeypatch):
+    L = keras.layers
+    inputs = keras.Input((12, 12, 1))
+    x = L.Rescaling(1 / 255, name="scale")(inputs)
+    x = L.Dense(4, activation="relu6", name="dense_relu6")(L.Flatten()(x))
+    model = keras.Model(inputs, L.Dense(4, activation="softmax", name="out")(x))
+    assert qat.unsupported_layers(model) == ["scale (Rescaling)", "dense_relu6 (Dense, activation='relu6')"]
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("the child process must not start")
+
+    monkeypatch.setattr(qat.subprocess, "run", no_child)
+    x = np.zeros((8, 12, 12, 1), "float32")
+    with pytest.raises(ValueError, match=r"2 unsupported layer\(s\): scale \(Rescaling\), dense_relu6"):
+        qat.quantization_aware_finetune(model, x, np.zeros(8, "int32"))
+
+
+def test_a_child_failure_puts_its_cause_first():
+    stderr = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+              + "noise\n" * 300 + "RuntimeError: Layer probabilities: Identity is not supported\n")
+    cause, tail = qat._child_error(stderr)
+    assert cause == "RuntimeError: Layer probabilities: Identity is not supported"
+    assert len(tail.splitlines()) <= 25

@@ -94,7 +94,7 @@ def _load_array(path, key, fallbacks):
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise UsageError(f"cannot read {path}: {e}") from None
+        raise UsageError(f"cannot read {path}: {e}") from e
     if not hasattr(data, "files"):  # .npy
         return data
     names = list(data.files)
@@ -108,10 +108,21 @@ def _load_array(path, key, fallbacks):
 
 def _load_json(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"cannot read JSON {path}: {e}") from None
+        with open(path, "rb") as f:
+            return json.loads(f.read())  # bytes: UTF-8 with or without a BOM, UTF-16/32 with one
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read JSON {path}: {e}") from e
+
+
+def _read_text(path):
+    """Text of a file a user may have written anywhere: UTF-8 (a BOM dropped) or UTF-16/32 with
+    a BOM; line endings are normalised by ``splitlines``."""
+    raw = Path(path).read_bytes()
+    for bom, codec in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                       (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if raw.startswith(bom):
+            return raw.decode(codec)
+    return raw.decode("utf-8-sig")
 
 
 def resolve_jobs(args, rep=None, val=None, labels=None):
@@ -135,7 +146,7 @@ def resolve_jobs(args, rep=None, val=None, labels=None):
             try:
                 return keras.models.load_model(path, compile=False)
             except Exception as e:
-                raise UsageError(f"cannot load model {path}: {e}") from None
+                raise UsageError(f"cannot load model {path}: {e}") from e
 
         meta = _load_json(args.metadata) if args.metadata else {}
         return [ExportJob(path.stem, load, Path(args.out), meta)], rep, val, labels
@@ -155,9 +166,9 @@ def load_inputs(args):
                _load_array(args.validation, args.y_key, []))
     if args.labels:
         try:
-            text = Path(args.labels).read_text(encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"cannot read labels: {e}") from None
+            text = _read_text(args.labels)
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read labels {args.labels}: {e}") from e
         labels = [line.strip() for line in text.splitlines() if line.strip()]
     return rep, val, labels
 

@@ -16,26 +16,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tips_keras.atomic import atomic_write
+
 
 def atomic_write_bytes(path, data):
-    """Write `data` to `path` via a temporary name + `os.replace`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write `data` to `path` via a temporary name + `os.replace` (`tips_keras.atomic`)."""
+    atomic_write(path, bytes(data))
 
 
 def atomic_write_text(path, text):
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write(path, text)
 
 
 def _umask():

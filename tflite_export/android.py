@@ -98,7 +98,7 @@ def verify_signature(model_content, sample_x, signature_key=SIGNATURE_KEY,
     Raises:
         RuntimeError: the signature is absent or has other input / output names, or its output
             differs from tensor inference (in shape, or by more than ``atol``).
-        ValueError: the input is integer but has no quantization scale.
+        ValueError: raw integer inputs out of range for an integer input without a scale.
 
     Example:
         >>> verify_signature(tflite_bytes, x_test[:4])  # doctest: +SKIP
@@ -331,12 +331,14 @@ def load_manifest(path):
         path = path / MANIFEST_FILE
     if not path.is_file():
         raise FileNotFoundError(f"No manifest found at {str(path)!r}.")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    raw = path.read_bytes()
     try:
-        manifest = json.loads(text)
+        manifest = json.loads(raw)  # bytes: UTF-8 with or without a byte-order mark, UTF-16/32
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Corrupt manifest {str(path)!r}: not UTF-8/16/32 text ({e}).") from e
     except json.JSONDecodeError as e:
         raise ValueError(
             f"Corrupt manifest {str(path)!r}: {e.msg} at line {e.lineno} column "
             f"{e.colno} (file truncated or not valid JSON; re-export the model)."
-        ) from None
+        ) from e
     return validate_manifest(manifest, str(path))

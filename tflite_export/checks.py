@@ -102,37 +102,72 @@ def model_io_spec(model):
     return tuple(int(d) for d in in_shape[1:]), int(out_shape[1])
 
 
-def check_inputs_array(arg, x, input_shape):
-    """Validates a batch of preprocessed model inputs.
+def model_input_dtype(model):
+    """The dtype of a model's (single) input, as a NumPy dtype name.
+
+    A model whose input is an integer type (``keras.Input(shape, dtype="uint8")`` followed by
+    ``Rescaling(1 / 255)``, a common on-device pattern) takes *raw* values: its calibration and
+    validation inputs are raw integers too, and its TFLite input tensor keeps that type.
+
+    Args:
+        model: a built Keras model with one input.
+
+    Returns:
+        A dtype name such as ``"float32"`` or ``"uint8"`` (``"float32"`` when unknown).
+
+    Example:
+        >>> model_input_dtype(keras.Sequential([keras.Input((4,), dtype="uint8")]))  # doctest: +SKIP
+        'uint8'
+    """
+    dtype = getattr(model.inputs[0], "dtype", None) or "float32"
+    return np.dtype(str(dtype).replace("bfloat16", "float32")).name
+
+
+def check_inputs_array(arg, x, input_shape, dtype="float32"):
+    """Validates a batch of model inputs, in the form the model takes them.
+
+    A model with a floating-point input takes preprocessed inputs (an integer array, e.g. raw
+    uint8 pixels, is refused: preprocess it as in training). A model with an integer input
+    (``dtype="uint8"``: it preprocesses raw values itself) takes the raw values: integers, or
+    floats holding integral values, inside the dtype's range.
 
     Args:
         arg: the argument name error messages give (e.g. ``"representative_data"``).
-        x: array-like of shape ``(n, *input_shape)`` with ``n >= 1``: floating point, finite.
+        x: array-like of shape ``(n, *input_shape)`` with ``n >= 1``, finite.
         input_shape: the model's input shape without the batch dimension (a tuple).
+        dtype: the model's input dtype (`model_input_dtype`; default ``"float32"``).
 
     Returns:
-        ``x`` as a float32 ndarray (not copied when it already is one).
+        ``x`` as a float32 ndarray for a floating-point input (not copied when it already is
+        one), else as an ndarray of the model's integer dtype.
 
     Raises:
-        ValueError: ``x`` is None, not convertible to an array, not floating point (integer
-            images must be preprocessed first), of another shape, empty, or not finite.
+        ValueError: ``x`` is None, not convertible to an array, of another shape, empty or not
+            finite; integers for a floating-point input (not preprocessed); for an integer
+            input, values that are not integral or outside the dtype's range.
 
     Example:
         >>> check_inputs_array("x", np.zeros((2, 4)), (4,)).dtype
         dtype('float32')
+        >>> check_inputs_array("x", np.full((2, 4), 255.0), (4,), "uint8").dtype
+        dtype('uint8')
     """
+    dtype = np.dtype(dtype)
+    raw = np.issubdtype(dtype, np.integer)
     if x is None:
         raise _invalid(arg, f"an array of shape (n, {_fmt(input_shape)})", "None")
     try:
         arr = np.asarray(x)
     except Exception as e:  # ragged lists and the like
-        raise _invalid(arg, "an array", f"{type(x).__name__} ({e})") from None
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.floating):
-        raise _invalid(
-            arg,
-            "a floating-point array (float16/32/64) of preprocessed model inputs",
-            f"dtype={arr.dtype}, shape={arr.shape}",
-        )
+        raise _invalid(arg, "an array", f"{type(x).__name__} ({e})") from e
+    numeric = arr.dtype != object and (np.issubdtype(arr.dtype, np.floating)
+                                       or (raw and np.issubdtype(arr.dtype, np.integer)))
+    if not numeric:
+        expected = (f"raw {dtype.name} values (the model's input is {dtype.name}: it "
+                    "preprocesses them itself)" if raw else
+                    "a floating-point array (float16/32/64) of preprocessed model inputs (the "
+                    "model's input is float: scale integer images as in training)")
+        raise _invalid(arg, expected, f"dtype={arr.dtype}, shape={arr.shape}")
     if arr.ndim != len(input_shape) + 1 or tuple(arr.shape[1:]) != input_shape:
         raise _invalid(
             arg,
@@ -141,9 +176,22 @@ def check_inputs_array(arg, x, input_shape):
         )
     if arr.shape[0] == 0:
         raise _invalid(arg, "at least one sample", f"shape={arr.shape} (empty)")
-    if not np.all(np.isfinite(arr)):
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise _invalid(arg, "finite values only", "an array containing NaN or inf")
-    return arr.astype(np.float32, copy=False)
+    if not raw:
+        return arr.astype(np.float32, copy=False)
+    info = np.iinfo(dtype)
+    low, high = arr.min(), arr.max()
+    if low < info.min or high > info.max or (
+            np.issubdtype(arr.dtype, np.floating) and not np.array_equal(arr, np.round(arr))):
+        raise _invalid(
+            arg,
+            f"raw {dtype.name} values: integers in [{info.min}, {info.max}] (the model's input is "
+            f"{dtype.name} and it preprocesses them itself, e.g. with a Rescaling layer; pass "
+            "the values before scaling)",
+            f"dtype={arr.dtype}, values in [{low}, {high}]",
+        )
+    return arr.astype(dtype, copy=False)
 
 
 def check_labels_array(y, n, num_classes):
@@ -196,7 +244,7 @@ def check_labels_array(y, n, num_classes):
     return arr
 
 
-def check_validation_data(validation_data, input_shape, num_classes):
+def check_validation_data(validation_data, input_shape, num_classes, dtype="float32"):
     """Validates the optional ``validation_data`` of an export.
 
     Args:
@@ -204,9 +252,11 @@ def check_validation_data(validation_data, input_shape, num_classes):
             `check_inputs_array`, labels as for `check_labels_array`.
         input_shape: the model's input shape without the batch dimension.
         num_classes: the model's number of classes.
+        dtype: the model's input dtype (see `check_inputs_array`).
 
     Returns:
-        None when ``validation_data`` is None, else ``(x, y)`` as float32 inputs and int64 ids.
+        None when ``validation_data`` is None, else ``(x, y)``: inputs as `check_inputs_array`
+        returns them and int64 ids.
 
     Raises:
         ValueError: not a pair, or invalid ``x`` or ``y``.
@@ -225,21 +275,23 @@ def check_validation_data(validation_data, input_shape, num_classes):
                if isinstance(validation_data, (tuple, list)) else ""),
         )
     x, y = validation_data
-    x = check_inputs_array("validation_data", x, input_shape)
+    x = check_inputs_array("validation_data", x, input_shape, dtype)
     y = check_labels_array(y, len(x), num_classes)
     return x, y
 
 
-def check_representative_data(representative_data, quantization, input_shape):
+def check_representative_data(representative_data, quantization, input_shape, dtype="float32"):
     """Validates the calibration inputs for a quantization mode.
 
     Args:
         representative_data: None, or inputs as for `check_inputs_array`.
         quantization: the quantization mode; ``"int8"`` requires data.
         input_shape: the model's input shape without the batch dimension.
+        dtype: the model's input dtype (see `check_inputs_array`).
 
     Returns:
-        None when no data was given (and none is required), else the inputs as float32.
+        None when no data was given (and none is required), else the inputs as
+        `check_inputs_array` returns them.
 
     Raises:
         ValueError: no data with ``quantization="int8"``, or invalid data.
@@ -257,7 +309,7 @@ def check_representative_data(representative_data, quantization, input_shape):
                 "None",
             )
         return None
-    return check_inputs_array("representative_data", representative_data, input_shape)
+    return check_inputs_array("representative_data", representative_data, input_shape, dtype)
 
 
 def check_labels(labels, num_classes):
@@ -322,7 +374,7 @@ def check_metadata(metadata):
     try:
         json.dumps(metadata, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise _invalid("metadata", "a JSON-serializable dict", f"{e}") from None
+        raise _invalid("metadata", "a JSON-serializable dict", f"{e}") from e
     flops = metadata.get("flops")
     if flops is not None and (
         isinstance(flops, bool)

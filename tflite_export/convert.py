@@ -25,6 +25,10 @@ Quantization modes:
   float activations (dynamic-range quantization).
 * ``int8``: full integer: `Optimize.DEFAULT` + representative dataset +
   `TFLITE_BUILTINS_INT8` + int8 input and output tensors.
+
+Models with an integer input (raw uint8 pixels and a ``Rescaling`` layer inside) keep it in the
+float modes (the app passes raw bytes); full-int8 converts `float_input_twin`, whose int8 input
+is quantized from the raw values like any int8 model's.
 """
 
 import tempfile
@@ -35,6 +39,7 @@ from tflite_export import android
 from tflite_export.checks import (
     check_quantization,
     check_representative_data,
+    model_input_dtype,
     model_io_spec,
 )
 
@@ -45,18 +50,22 @@ def representative_dataset(x):
     """Wraps calibration inputs in the generator function a TFLite converter expects.
 
     Args:
-        x: array-like of model inputs ``(n, *input_shape)``; converted to float32.
+        x: array-like of model inputs ``(n, *input_shape)``: floats (converted to float32), or
+            raw integers for a model with an integer input (kept in their dtype: the converter
+            feeds them to the model's own input).
 
     Returns:
-        A function that yields ``[x[i:i + 1]]`` (one-sample float32 batches) for every sample in
-        order; assign it to ``converter.representative_dataset``.
+        A function that yields ``[x[i:i + 1]]`` (one-sample batches) for every sample in order;
+        assign it to ``converter.representative_dataset``.
 
     Example:
         >>> gen = representative_dataset(np.zeros((3, 4)))
         >>> [batch[0].shape for batch in gen()]
         [(1, 4), (1, 4), (1, 4)]
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32, copy=False)
 
     def gen():
         for i in range(len(x)):
@@ -159,6 +168,33 @@ def make_converter(model, route="signature", *, signature_key=None,
     return tf.lite.TFLiteConverter.from_saved_model(str(workdir), signature_keys=[key])
 
 
+def float_input_twin(model):
+    """The same model (its very layers) on a float32 input that takes the raw values.
+
+    A model with an integer input (raw uint8 pixels, scaled inside by ``Rescaling``) converted
+    as it is keeps a uint8 input and a CAST op, which TensorFlow Lite Micro lacks for uint8.
+    Full-int8 export converts this twin instead: calibrated on the raw values, its int8 input's
+    scale and zero point map raw values to the int8 tensor (scale 1 and zero point -128 for
+    pixels spanning 0..255), as every int8 model's input does.
+
+    Args:
+        model: a functional Keras model with one input.
+
+    Returns:
+        A functional ``keras.Model`` sharing ``model``'s layers, whose input is float32.
+
+    Example:
+        >>> twin = float_input_twin(uint8_model)  # doctest: +SKIP
+        >>> twin.inputs[0].dtype  # doctest: +SKIP
+        'float32'
+    """
+    import keras
+
+    spec = model.inputs[0]
+    inputs = keras.Input(tuple(spec.shape[1:]), dtype="float32", name=spec.name)
+    return keras.models.clone_model(model, input_tensors=inputs, clone_function=lambda layer: layer)
+
+
 def convert_model(model, quantization="float32", representative_data=None, *,
                   route="signature", signature_key=None, input_name=None,
                   output_name=None):
@@ -172,8 +208,8 @@ def convert_model(model, quantization="float32", representative_data=None, *,
     Args:
         model: a built single-input, single-output Keras classifier with a fixed input shape.
         quantization: ``"float32"`` (default), ``"float16"``, ``"dynamic"`` or ``"int8"``.
-        representative_data: float calibration inputs ``(n, *input_shape)``; required for
-            ``"int8"``.
+        representative_data: calibration inputs ``(n, *input_shape)`` as the model takes them
+            (floats, or raw integers for an integer input); required for ``"int8"``.
         route: ``"signature"`` (default; named signature ``serving_default(image) ->
             probabilities``) or ``"keras"``.
         signature_key: signature name (default ``"serving_default"``).
@@ -193,7 +229,10 @@ def convert_model(model, quantization="float32", representative_data=None, *,
     """
     check_quantization(quantization)
     input_shape, _ = model_io_spec(model)
-    rep = check_representative_data(representative_data, quantization, input_shape)
+    rep = check_representative_data(representative_data, quantization, input_shape,
+                                    model_input_dtype(model))
+    if quantization == "int8" and np.issubdtype(np.dtype(model_input_dtype(model)), np.integer):
+        model, rep = float_input_twin(model), rep.astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="tflite_export_sm_") as workdir:
         converter = make_converter(
             model,

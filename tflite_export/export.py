@@ -16,6 +16,7 @@ from tflite_export.checks import (
     check_quantization,
     check_representative_data,
     check_validation_data,
+    model_input_dtype,
     model_io_spec,
 )
 from tflite_export.report import ExportReport
@@ -59,10 +60,13 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
         out_dir: directory to create. Written atomically: built in a hidden
             sibling temp dir and renamed into place at the end.
         quantization: "float32" (default) | "float16" | "dynamic" | "int8".
-        representative_data: float array `(n, *input_shape)`, required for
-            "int8" (calibration); typically ~100-500 training samples.
-        validation_data: optional `(x, y)`; y as class ids or one-hot. Used to
-            compare Keras-float and TFLite accuracy.
+        representative_data: array `(n, *input_shape)` of model inputs, required
+            for "int8" (calibration); typically ~100-500 training samples. Floats
+            (preprocessed) for a float input; raw integers for a model with an
+            integer input (e.g. uint8 pixels and a Rescaling layer), whose
+            TFLite input then keeps that type in every mode.
+        validation_data: optional `(x, y)`; x as for representative_data, y as
+            class ids or one-hot. Used to compare Keras-float and TFLite accuracy.
         labels: optional class names (one per output) -> labels.txt.
         metadata: optional JSON-able dict; keys "config" and "flops" are
             promoted to top-level manifest fields, the rest kept under
@@ -106,8 +110,9 @@ def export_tflite(model, out_dir, quantization="float32", representative_data=No
     # --- validate everything before doing any work -------------------------
     check_quantization(quantization)
     input_shape, num_classes = model_io_spec(model)
-    rep = check_representative_data(representative_data, quantization, input_shape)
-    val = check_validation_data(validation_data, input_shape, num_classes)
+    dtype = model_input_dtype(model)
+    rep = check_representative_data(representative_data, quantization, input_shape, dtype)
+    val = check_validation_data(validation_data, input_shape, num_classes, dtype)
     labels = check_labels(labels, num_classes)
     metadata = check_metadata(metadata)
     if micro is None:

@@ -18,10 +18,13 @@ import json
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
+import numpy as np
+
 from tflite_export._io import _commit, atomic_write_text, check_output_dir
-from tflite_export.checks import check_inputs_array
+from tflite_export.checks import check_inputs_array, model_input_dtype
 
 INDEX_FILE = "index.json"
 FASHION_SHAPE = (28, 28, 1)
@@ -90,11 +93,11 @@ def _load_supernet(path, usage_error):
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:
-        raise usage_error(f"cannot load model {path}: {e}") from None
+        raise usage_error(f"cannot load model {path}: {e}") from e
     try:
         topology.read_topology(model)
     except ValueError as e:
-        raise usage_error(f"--front needs --model to be a tips_keras supernet: {e}") from None
+        raise usage_error(f"--front needs --model to be a tips_keras supernet: {e}") from e
     return model
 
 
@@ -111,6 +114,9 @@ def _default_data(model, args, rep, val, labels, recal):
         print(f"note: no default data ({e})", file=sys.stderr)
         return rep, val, labels, recal
     print("note: using Fashion-MNIST for the data not given on the command line", file=sys.stderr)
+    if model_input_dtype(model) == "uint8":  # the model takes raw pixels: undo the 1/255 scaling
+        splits = splits._replace(**{k: np.round(getattr(splits, k) * 255).astype(np.uint8)
+                                    for k in ("x_train", "x_test")})
     if rep is None:
         rep = splits.x_train[: args.num_representative]
     if recal is None:
@@ -138,21 +144,29 @@ def resolve_front_jobs(args, rep, val, labels, *, load_array, load_json, job_cls
         where missing data was filled in with the defaults described in `add_arguments`.
     """
     from tips_keras import extraction as tips_export
-    from tips_keras.supernet.analytic_flops import cost, flops
+    from tips_keras.supernet.analytic_flops import flops
 
     model = _load_supernet(Path(args.model), usage_error)
     try:
         points, info = tips_export.load_front(args.front)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            points = tips_export.recount_front(model, points)  # choose by the model's own FLOPs
     except ValueError as e:
-        raise usage_error(f"--front: {e}") from None
+        raise usage_error(f"--front: {e}") from e
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     budgets = args.budgets or info["budgets"]
     if not budgets:
         raise usage_error("--budgets is required (the front stores no budgets)")
-    full = info["full_flops"] or flops(model, "largest")
+    full = flops(model, "largest")
+    if info["full_flops"] not in (None, full):
+        print(f"warning: the front says the full network has {info['full_flops']:,} FLOPs, the "
+              f"model counts {full:,}: budget fractions are of the model's count", file=sys.stderr)
     try:
         chosen = tips_export.select_front(points, list(budgets), full)
     except ValueError as e:
-        raise usage_error(str(e)) from None
+        raise usage_error(str(e)) from e
     labels_ = [tips_export.budget_label(b) for b, _, _ in chosen]
     if len(set(labels_)) != len(labels_):
         raise usage_error(f"budgets {list(budgets)} give duplicate directory names {labels_}")
@@ -165,23 +179,14 @@ def resolve_front_jobs(args, rep, val, labels, *, load_array, load_json, job_cls
     if args.no_recalibrate:
         recal = None
     elif recal is not None:
-        recal = check_inputs_array("representative_data", recal, tuple(model.inputs[0].shape[1:]))
+        recal = check_inputs_array("representative_data", recal, tuple(model.inputs[0].shape[1:]),
+                                   model_input_dtype(model))
     extra = load_json(args.metadata) if args.metadata else {}
     jobs = []
     for (budget, limit, point), label in zip(chosen, labels_):
-        config = point["config"]
-        try:  # fail on an unknown configuration before any export work
-            macs, params = cost(model, config)
-        except ValueError as e:
-            raise usage_error(f"front point for budget {budget}: {e}") from None
-        if point["flops"] != macs:
-            print(f"warning: budget {budget}: the front says {point['flops']:,} FLOPs, the "
-                  f"model counts {macs:,}", file=sys.stderr)
-        space = model.config_space if hasattr(model, "config_space") else None
-        resolved = (space.canonical(space.resolve(config)).to_dict(space.gate_names)
-                    if space else config)
-        meta = dict(extra, config=resolved, flops=macs, params=params, budget=budget,
-                    budget_flops=limit, full_flops=full, front_flops=point["flops"],
+        config, macs, params = point["config"], point["flops"], point["params"]  # the model's count
+        meta = dict(extra, config=config, flops=macs, params=params, budget=budget,
+                    budget_flops=limit, full_flops=full, front_flops=point["front_flops"],
                     front_accuracy=point["accuracy"], supernet=str(args.model),
                     recalibrated=recal is not None)
 

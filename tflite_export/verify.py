@@ -129,8 +129,9 @@ def inspect_model(model_content):
 def quantize(x, details):
     """Converts float inputs to an input tensor's dtype.
 
-    For an integer tensor: ``round(x / scale) + zero_point``, clipped to the dtype's range; for
-    a float tensor: a cast only.
+    For an integer tensor with a scale: ``round(x / scale) + zero_point``, clipped to the dtype's
+    range; for an integer tensor without one (the model's own integer input, e.g. raw uint8
+    pixels) and for a float tensor: a cast only.
 
     Args:
         x: array-like of float inputs.
@@ -140,7 +141,8 @@ def quantize(x, details):
         An ndarray of the tensor's dtype.
 
     Raises:
-        ValueError: an integer tensor without a quantization scale.
+        ValueError: raw values that an integer tensor without a quantization scale cannot hold
+            (not integral, or outside the dtype's range).
 
     Example:
         >>> details = {"name": "image", "dtype": np.int8, "quantization": (1 / 255, -128)}
@@ -151,12 +153,17 @@ def quantize(x, details):
     if not np.issubdtype(dtype, np.integer):
         return np.asarray(x, dtype=dtype)
     scale, zero_point = details["quantization"]
-    if scale == 0:
-        raise ValueError(
-            f"Input tensor {details['name']!r} is {dtype.name} but has no "
-            "quantization scale."
-        )
     info = np.iinfo(dtype)
+    if scale == 0:  # the model's own integer input (raw pixels): values pass unchanged
+        x = np.asarray(x)
+        if x.size and (x.min() < info.min or x.max() > info.max or not np.array_equal(x, np.round(x))):
+            raise ValueError(
+                f"Invalid value for argument `x`. Expected raw {dtype.name} values (integers in "
+                f"[{info.min}, {info.max}]): input tensor {details['name']!r} is {dtype.name} "
+                "without a quantization scale, the model's own integer input. Received: "
+                f"values in [{x.min()}, {x.max()}]"
+            )
+        return x.astype(dtype)
     q = np.round(np.asarray(x, dtype=np.float32) / scale) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)
 
@@ -205,7 +212,8 @@ def run_tflite(model_content, x, batch_size=256, interpreter=None):
         Float32 outputs of shape ``(n, ...)``.
 
     Raises:
-        ValueError: an integer input without a quantization scale, or an empty ``x``.
+        ValueError: raw values an integer input without a quantization scale cannot hold, or an
+            empty ``x``.
 
     Example:
         >>> probs = run_tflite(tflite_bytes, x_test[:8])  # doctest: +SKIP

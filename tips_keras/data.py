@@ -234,6 +234,47 @@ def load(name="fashion_mnist", val_size=None, seed=0, train_size=None, test_size
                   images(x_test, test), y_test[test].astype(np.int32), class_names, name)
 
 
+def check_model_inputs(model, x, arg="x"):
+    """Checks inputs against a model that takes raw integers, before any cast can corrupt them.
+
+    A model whose input is an integer type (``keras.Input(shape, dtype="uint8")`` followed by
+    ``Rescaling(1 / 255)``) takes raw values. Preprocessed floats in [0, 1] handed to it would be
+    cast to 0 or 1 without a word (BatchNorm recalibration, the search's evaluation), so they are
+    refused; raw values come back in the model's dtype. Inputs of a floating-point model are
+    returned as they are.
+
+    Args:
+        model: a Keras model with one input.
+        x: the inputs, array-like ``(N, ...)``.
+        arg: the argument name error messages give.
+
+    Returns:
+        ``x`` as an ndarray (in the model's dtype for an integer input).
+
+    Raises:
+        ValueError: for an integer input, values that are not integral or outside its range.
+
+    Example:
+        >>> x = check_model_inputs(uint8_model, raw_pixels, "recalibrate_data")  # doctest: +SKIP
+    """
+    x = np.asarray(x)
+    dtype = np.dtype(str(getattr(model.inputs[0], "dtype", None) or "float32").replace("bfloat16", "float32"))
+    if not np.issubdtype(dtype, np.integer) or x.dtype == dtype:
+        return x
+    info = np.iinfo(dtype)
+    numeric = x.dtype != object and (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating))
+    if not numeric or (x.size and (x.min() < info.min or x.max() > info.max
+                                   or not np.array_equal(x, np.round(x)))):
+        shown = f", values in [{x.min()}, {x.max()}]" if numeric and x.size else ""
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected raw {dtype.name} values: integers in "
+            f"[{info.min}, {info.max}] (the model's input is {dtype.name} and it preprocesses them "
+            f"itself, e.g. with a Rescaling layer; pass the values before scaling). Received: "
+            f"dtype={x.dtype}{shown}"
+        )
+    return x.astype(dtype)
+
+
 def upstream_gzip_bytes(path):
     """Returns the bytes of the upstream Fashion-MNIST ``.gz`` file that `path` holds.
 

@@ -8,21 +8,27 @@ time, with fresh copies of the layers that configuration runs:
   chosen exit) is dropped, and an ``Add`` left with a single input becomes the identity;
 * the chosen `ExitHead` is replaced by its head, the other heads and everything after the chosen
   exit are dropped; `ExitSelector` is dropped (the model output is the chosen head's output);
-* nested ``Sequential`` / functional blocks are flattened into the new graph.
+* nested ``Sequential`` / functional blocks are flattened into the new graph;
+* ``Identity`` layers are dropped (they compute nothing; `tips_keras.anytime` adds one as its
+  exit, and tfmot's QAT refuses them);
+* a ``Lambda`` layer gets a new ``Lambda`` on the same function (the model is in memory: no file is
+  loaded, so Keras' safe mode has nothing to refuse).
 
 The result contains only the original (built-in) layer classes, so it saves to ``.keras`` and
 loads without ``tips_keras``, and its analytic cost is exactly `tips_keras.cost(model, config)`.
 Its output layer is named ``"probabilities"``.
 
 `load_front` / `select_front` / `extract_front` pick, for each FLOPs budget, the most accurate
-point of a Pareto front (`tips_keras.search.ParetoFront` or its JSON) and extract it.
+point of a Pareto front (`tips_keras.search.ParetoFront` or its JSON) and extract it; the points'
+FLOPs are first counted on the model (`recount_front`), never taken from the file.
 """
 
-import json
-import os
+import warnings
 
 import keras
 
+from tips_keras.data import check_model_inputs
+from tips_keras.io import _number, load_front  # noqa: F401  (load_front: public here too)
 from tips_keras.supernet import layers as gl
 from tips_keras.supernet import topology as topology_lib
 from tips_keras.training import batchnorm
@@ -58,9 +64,24 @@ class _Replay:
         return name
 
     def _leaf(self, layer, args, kwargs):
-        config = layer.get_config()
-        config["name"] = self._name(layer)
-        new = layer.__class__.from_config(config)
+        name = self._name(layer)
+        if type(layer) is keras.layers.Lambda:
+            # An in-memory Lambda is the user's own function: no file is loaded, so no safe mode
+            # applies (its config would serialize the function's bytecode, and safe mode refuses
+            # to load that).
+            new = keras.layers.Lambda(layer.function, output_shape=layer._output_shape,
+                                      mask=layer.mask, arguments=dict(layer.arguments), name=name,
+                                      dtype=layer.dtype_policy, trainable=layer.trainable)
+        else:
+            try:
+                new = layer.__class__.from_config(dict(layer.get_config(), name=name))
+            except Exception as e:
+                raise ValueError(
+                    f"Cannot extract layer {layer.name!r} ({type(layer).__name__}): tips_keras.extract "
+                    "copies every layer the configuration runs with "
+                    f"`from_config(get_config())`, which failed ({type(e).__name__}: {e}). Give "
+                    "the layer a `get_config()` that returns its constructor arguments."
+                ) from e
         outputs = new(*args, **kwargs)
         new.set_weights(layer.get_weights())
         self.origin[id(new)] = layer
@@ -72,6 +93,8 @@ class _Replay:
         if graph is not None:
             outputs = self.run(graph, inputs)
             return outputs[0] if len(outputs) == 1 else outputs
+        if isinstance(layer, keras.layers.Identity) and len(inputs) == 1:
+            return inputs[0]  # computes nothing (e.g. the exit `tips_keras.anytime` adds)
         if node is not None:
             args, kwargs = node.arguments.fill_in(values)
         else:
@@ -155,9 +178,12 @@ def extract(model, config, recalibrate_data="auto", *, name=None, output_name=OU
         model: a gated supernet (`AnytimeModel`, e.g. from `tips_keras.supernet.zoo`).
         config: any form accepted by `ConfigSpace.resolve`: a `Configuration`, ``(exit, bits)``,
             ``{"exit": e, "gates": {name: bit}}``, ``"largest"`` or ``"smallest"``.
-        recalibrate_data: optional input images (e.g. 1,024 training images). When given, the
-            BatchNorm statistics are re-estimated for this configuration before the weights are
-            copied (`tips_keras.training.batchnorm.recalibrated`); the supernet's own statistics and its
+        recalibrate_data: input images (e.g. 1,024 training images; raw values for a model with
+            an integer input), ``"auto"`` (default: the calibration sample the last ``fit`` with
+            `TIPSCallback` kept on the model, none for a model loaded from a file) or ``None``.
+            With images, the BatchNorm statistics (frozen layers' too) are re-estimated for this
+            configuration before the weights are copied
+            (`tips_keras.training.batchnorm.recalibrated`); the supernet's own statistics and its
             active configuration are restored afterwards.
         name: name of the new model (default ``"<model>_exit<e>_<bits>"``).
         output_name: name of the output layer (default ``"probabilities"``).
@@ -169,7 +195,9 @@ def extract(model, config, recalibrate_data="auto", *, name=None, output_name=OU
 
     Raises:
         ValueError: ``model`` is not an anytime supernet, ``config`` does not fit it (wrong number
-            of bits, unknown gate names, exit out of range), or bad recalibration data.
+            of bits, unknown gate names, exit out of range), bad recalibration data (e.g. scaled
+            floats for a model whose input is raw uint8), or a layer that cannot be copied
+            (the message names it and keeps the cause).
 
     Example:
         >>> config = {"exit": 1, "gates": {"stage0_block0": 1}}
@@ -178,6 +206,8 @@ def extract(model, config, recalibrate_data="auto", *, name=None, output_name=OU
     """
     config = _resolve(model, config)
     recalibrate_data = batchnorm.resolve_calibration(model, recalibrate_data)
+    if recalibrate_data is not None:
+        recalibrate_data = check_model_inputs(model, recalibrate_data, "recalibrate_data")
     if name is None:
         name = f"{model.name}_exit{config.exit}_{''.join(str(b) for b in config.gates)}"
     if recalibrate_data is None:
@@ -193,68 +223,51 @@ def extract(model, config, recalibrate_data="auto", *, name=None, output_name=OU
 
 
 # ------------------------------------------------------------------------------- Pareto fronts
-_POINT_KEYS = ("points", "front", "pareto_front")
-_FULL_KEYS = ("full_flops", "model_flops", "largest_flops", "flops_full", "max_flops")
+def recount_front(model, points):
+    """The points with FLOPs and parameters counted on ``model``, as selection must use them.
 
-
-def load_front(front):
-    """Reads a Pareto front tolerantly.
+    A front file states each point's FLOPs; a hand-edited or stale file (searched on another
+    supernet, or before the model changed) may state fewer than the configuration costs, and a
+    selection by the claim would ship a model over its budget. Each point's claim is kept under
+    ``front_flops``; a warning lists the points whose claim differs.
 
     Args:
-        front: a `tips_keras.search.ParetoFront` (anything with ``to_json()``), a path to its
-            JSON file, or the decoded JSON: a dict with the points under ``"points"`` (or
-            ``"front"`` / ``"pareto_front"``), or a plain list of points. A point has ``exit``,
-            ``gates`` (``{name: bit}`` or a bit list), ``flops`` and ``accuracy`` (``params``
-            optional); ``{"config": {"exit", "gates"}, ...}`` is accepted too.
+        model: the supernet the points are configurations of.
+        points: from `load_front`.
 
     Returns:
-        ``(points, info)``: a list of point dicts (each with ``config``, ``flops``, ``accuracy``,
-        ``params``) and a dict with the front's ``full_flops`` and ``budgets`` (None if absent).
+        New point dicts whose ``config`` is canonical and whose ``flops`` / ``params`` are
+        ``tips_keras.cost(model, config)``.
 
     Raises:
-        ValueError: unreadable JSON, no points, or a point without exit / gates / flops / accuracy.
+        ValueError: a point's configuration does not fit ``model`` (the message names the point
+            and keeps the cause).
 
     Example:
-        >>> points, info = load_front("runs/search/front.json")  # doctest: +SKIP
-        >>> info["full_flops"], points[0]["config"]  # doctest: +SKIP
+        >>> points = recount_front(model, load_front("front.json")[0])  # doctest: +SKIP
     """
-    if hasattr(front, "to_json"):
-        front = front.to_json()
-        front = json.loads(front) if isinstance(front, str) else front
-    elif isinstance(front, (str, os.PathLike)):
+    from tips_keras.supernet.analytic_flops import cost
+
+    space = topology_lib.read_topology(model).space
+    out, differ = [], []
+    for i, point in enumerate(points):
         try:
-            with open(front, encoding="utf-8") as f:
-                front = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"Invalid value for argument `front`: cannot read {str(front)!r}: {e}") from None
-    info = {"full_flops": None, "budgets": None}
-    raw = front
-    if isinstance(front, dict):
-        raw = next((front[k] for k in _POINT_KEYS if k in front), None)
-        model_info = front.get("model") if isinstance(front.get("model"), dict) else {}
-        for source in (front, model_info):
-            for key in _FULL_KEYS + (("flops",) if source is model_info else ()):
-                if info["full_flops"] is None and isinstance(source.get(key), (int, float)):
-                    info["full_flops"] = source[key]
-        info["budgets"] = front.get("budgets")
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(
-            "Invalid value for argument `front`. Expected a non-empty list of points (under "
-            f"{list(_POINT_KEYS)} or at top level). Received: {type(raw).__name__}"
-        )
-    points = []
-    for i, p in enumerate(raw):
-        cfg = p.get("config", p) if isinstance(p, dict) else None
-        if not isinstance(cfg, dict) or "exit" not in cfg or "gates" not in cfg or not all(
-            isinstance(p.get(k), (int, float)) for k in ("flops", "accuracy")
-        ):
-            raise ValueError(
-                f"Invalid point {i} of the front. Expected a dict with 'exit', 'gates', 'flops' "
-                f"and 'accuracy'. Received: {p!r}"
-            )
-        points.append(dict(p, config={"exit": cfg["exit"], "gates": cfg["gates"]},
-                           params=p.get("params")))
-    return points, info
+            config = space.canonical(space.resolve(point["config"]))
+        except ValueError as e:
+            raise ValueError(f"Invalid point {i} of the front: its configuration "
+                             f"{point['config']!r} does not fit model {model.name!r}: {e}") from e
+        macs, params = cost(model, config)
+        if point["flops"] != macs:
+            differ.append(f"point {i}: {point['flops']:,} claimed, {macs:,} counted")
+        out.append(dict(point, config=config.to_dict(space.gate_names), flops=macs, params=params,
+                        front_flops=point["flops"]))
+    if differ:
+        warnings.warn(
+            f"The front's FLOPs differ from model {model.name!r}'s own count for {len(differ)} of "
+            f"{len(points)} points ({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}): "
+            "points are chosen by the model's count. The front was edited, or searched on "
+            "another supernet.", stacklevel=2)
+    return out
 
 
 def budget_label(budget):
@@ -264,16 +277,19 @@ def budget_label(budget):
         budget: a fraction of the full FLOPs (<= 1) or absolute FLOPs (> 1).
 
     Returns:
-        ``"b"`` + the percentage on three digits (one decimal when not whole), or ``"f"`` + the
-        rounded absolute FLOPs.
+        ``"b"`` + the percentage on three digits (with the decimals it needs, up to six, when
+        not whole), or ``"f"`` + the rounded absolute FLOPs.
 
     Example:
-        >>> budget_label(0.25), budget_label(0.125), budget_label(2e6)
-        ('b025', 'b012.5', 'f2000000')
+        >>> budget_label(0.25), budget_label(0.125), budget_label(0.1251), budget_label(2e6)
+        ('b025', 'b012.5', 'b012.51', 'f2000000')
     """
     if budget <= 1.0:
         pct = budget * 100
-        return f"b{int(round(pct)):03d}" if abs(pct - round(pct)) < 1e-9 else f"b{pct:05.1f}"
+        if abs(pct - round(pct)) < 1e-9:
+            return f"b{int(round(pct)):03d}"
+        whole, _, decimals = f"{pct:.6f}".rstrip("0").partition(".")
+        return f"b{int(whole):03d}.{decimals}"
     return f"f{int(round(budget))}"
 
 
@@ -281,7 +297,7 @@ def select_front(points, budgets, full_flops):
     """For each budget, the most accurate point with ``flops <= budget`` (ties: fewer FLOPs).
 
     Args:
-        points: from `load_front`.
+        points: from `load_front` (use `recount_front` first, so that the model's FLOPs count).
         budgets: each a fraction of ``full_flops`` if <= 1.0, else absolute FLOPs.
         full_flops: FLOPs of the full network.
 
@@ -297,7 +313,7 @@ def select_front(points, budgets, full_flops):
     """
     chosen = []
     for budget in budgets:
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        if not _number(budget) or not budget > 0:
             raise ValueError(
                 "Invalid value for argument `budgets`. Expected positive numbers (a fraction of "
                 f"the full FLOPs if <= 1, else absolute FLOPs). Received: {budget!r}"
@@ -317,6 +333,9 @@ def select_front(points, budgets, full_flops):
 def extract_front(model, front, budgets=None, recalibrate_data="auto", **kwargs):
     """Extracts the best sub-network of a Pareto front for each FLOPs budget.
 
+    Points are chosen by the model's own FLOPs count (`recount_front`; a warning names points
+    whose stated FLOPs differ), and fractions are of the model's own full FLOPs.
+
     Args:
         model: the supernet the front was searched on.
         front: see `load_front`.
@@ -329,8 +348,9 @@ def extract_front(model, front, budgets=None, recalibrate_data="auto", **kwargs)
         A list of dicts ``{"budget", "label", "point", "model"}``, one per budget.
 
     Raises:
-        ValueError: no budgets (none given, none stored in the front), or the errors of
-            `load_front`, `select_front` and `extract`.
+        ValueError: no budgets (none given, none stored in the front), budgets that give the
+            same label twice, or the errors of `load_front`, `recount_front`, `select_front`
+            and `extract`.
 
     Example:
         >>> for item in extract_front(model, "front.json", [0.25, 0.5], x_train[:1024]):
@@ -339,13 +359,17 @@ def extract_front(model, front, budgets=None, recalibrate_data="auto", **kwargs)
     from tips_keras.supernet.analytic_flops import flops
 
     points, info = load_front(front)
-    budgets = budgets if budgets is not None else info["budgets"]
+    budgets = list(budgets) if budgets is not None else info["budgets"]
     if not budgets:
         raise ValueError("Invalid value for argument `budgets`. Expected a non-empty list. "
                          f"Received: budgets={budgets!r} (and the front names none)")
-    full = info["full_flops"] or flops(model, "largest")
+    chosen = select_front(recount_front(model, points), budgets, flops(model, "largest"))
+    labels = [budget_label(b) for b, _, _ in chosen]
+    if len(set(labels)) != len(labels):
+        raise ValueError("Invalid value for argument `budgets`. Expected distinct budgets. "
+                         f"Received: budgets={budgets!r} (labels {labels})")
     out = []
-    for budget, _, point in select_front(points, budgets, full):
+    for (budget, _, point), label in zip(chosen, labels):
         sub = extract(model, point["config"], recalibrate_data, **kwargs)
-        out.append({"budget": budget, "label": budget_label(budget), "point": point, "model": sub})
+        out.append({"budget": budget, "label": label, "point": point, "model": sub})
     return out

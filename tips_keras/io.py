@@ -13,9 +13,13 @@ wrong, instead of executing code or failing deep inside Keras:
 * after: the model is an `AnytimeModel` whose gate DAG reads (`read_topology`: gate and exit
   indices consistent with the controller), its controller holds a valid configuration and a valid
   sampler state, and (``check_finite``) every weight is finite.
+
+`read_json` and `load_front` read JSON a user may have edited or written elsewhere (a byte-order
+mark, UTF-16, any line endings; junk values refused with one ``ValueError``).
 """
 
 import json
+import math
 import os
 import stat
 import warnings
@@ -206,3 +210,108 @@ def load_supernet(path, safe_mode=True, compile=True, custom_objects=None, check
             if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
                 raise _fail(path, f"the weight {variable.path!r} holds NaN or infinite values")
     return model
+
+
+def read_json(path, arg="path"):
+    """Reads a JSON file a user may have edited or made elsewhere.
+
+    The bytes are decoded as JSON's own rules allow: UTF-8 with or without a byte-order mark
+    (Windows editors write one), UTF-16 or UTF-32 with one (PowerShell's ``>`` writes UTF-16);
+    any line endings.
+
+    Args:
+        path: the file.
+        arg: the argument name error messages give.
+
+    Returns:
+        The decoded JSON value.
+
+    Raises:
+        ValueError: the file cannot be read, is not valid JSON, or not text in those encodings
+            (the message names the file and keeps the cause).
+
+    Example:
+        >>> read_json("runs/search/front.json", "front")["full_flops"]  # doctest: +SKIP
+    """
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"Invalid value for argument `{arg}`: cannot read {os.fspath(path)!r} as "
+                         f"JSON: {type(e).__name__}: {e}") from e
+
+
+# ------------------------------------------------------------------------------- Pareto fronts
+_POINT_KEYS = ("points", "front", "pareto_front")
+_FULL_KEYS = ("full_flops", "model_flops", "largest_flops", "flops_full", "max_flops")
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _budgets(value):
+    """A front's stored budgets, duplicates dropped (order kept), or None when absent / malformed."""
+    if not isinstance(value, list) or not all(_number(b) and b > 0 for b in value):
+        return None
+    return list(dict.fromkeys(value)) or None
+
+
+def load_front(front):
+    """Reads a Pareto front tolerantly (hand-edited files and other encodings too).
+
+    Args:
+        front: a `tips_keras.search.ParetoFront` (anything with ``to_json()``), a path to its
+            JSON file (UTF-8 with or without a byte-order mark, UTF-16 / UTF-32 with one; any
+            line endings), or the decoded JSON: a dict with the points under ``"points"`` (or
+            ``"front"`` / ``"pareto_front"``), or a plain list of points. A point has ``exit``,
+            ``gates`` (``{name: bit}`` or a bit list), ``flops`` and ``accuracy`` (``params``
+            optional); ``{"config": {"exit", "gates"}, ...}`` is accepted too.
+
+    Returns:
+        ``(points, info)``: a list of point dicts (each with ``config``, ``flops``, ``accuracy``,
+        ``params``) and a dict with the front's ``full_flops`` and ``budgets`` (None if absent;
+        duplicate budgets dropped). The FLOPs are the file's claims: `recount_front` replaces
+        them with a model's own count.
+
+    Raises:
+        ValueError: unreadable JSON, no points, or a point without exit / gates, or whose
+            ``flops`` / ``accuracy`` are not finite non-negative numbers.
+
+    Example:
+        >>> points, info = load_front("runs/search/front.json")  # doctest: +SKIP
+        >>> info["full_flops"], points[0]["config"]  # doctest: +SKIP
+    """
+    if hasattr(front, "to_json"):
+        front = front.to_json()
+        front = json.loads(front) if isinstance(front, str) else front
+    elif isinstance(front, (str, os.PathLike)):
+        front = read_json(front, "front")
+    info = {"full_flops": None, "budgets": None}
+    raw = front
+    if isinstance(front, dict):
+        raw = next((front[k] for k in _POINT_KEYS if k in front), None)
+        model_info = front.get("model") if isinstance(front.get("model"), dict) else {}
+        for source in (front, model_info):
+            for key in _FULL_KEYS + (("flops",) if source is model_info else ()):
+                if info["full_flops"] is None and _number(source.get(key)) and source[key] > 0:
+                    info["full_flops"] = source[key]
+        info["budgets"] = _budgets(front.get("budgets"))
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(
+            "Invalid value for argument `front`. Expected a non-empty list of points (under "
+            f"{list(_POINT_KEYS)} or at top level). Received: {type(raw).__name__}"
+        )
+    points = []
+    for i, p in enumerate(raw):
+        cfg = p.get("config", p) if isinstance(p, dict) else None
+        if not isinstance(cfg, dict) or "exit" not in cfg or "gates" not in cfg or not all(
+            _number(p.get(k)) and p[k] >= 0 for k in ("flops", "accuracy")
+        ):
+            raise ValueError(
+                f"Invalid point {i} of the front. Expected a dict with 'exit', 'gates', and "
+                f"finite non-negative 'flops' and 'accuracy'. Received: {p!r}"
+            )
+        points.append(dict(p, config={"exit": cfg["exit"], "gates": cfg["gates"]},
+                           params=p.get("params")))
+    return points, info

@@ -16,6 +16,13 @@ the caller's Keras 3 stays untouched:
 3. the caller evaluates the ``.tflite`` in LiteRT (and, for comparison, post-training int8
    quantization of the same sub-network).
 
+Before the child starts, the model is checked against what tfmot's default 8-bit scheme
+quantizes (`unsupported_layers`: e.g. ``Rescaling``, ``Identity``, a ``relu6`` activation of a
+``Dense`` layer), so such a model fails at once with every offending layer named. The child
+renames the layers it rebuilds (``tips<i>__<name>``), so layers tfmot creates with automatic names
+(the ``Conv2D`` it splits off a ``SeparableConv2D``) cannot clash with Keras' default names. When
+the child fails, its final error line comes first in the ``RuntimeError``.
+
 Install the optional stack without a second TensorFlow wheel:
 ``pip install --no-deps tf-keras==2.21.0 tensorflow-model-optimization==0.8.1 dm-tree mock``.
 """
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+_CHILD = str(Path(__file__).with_name("_qat_child.py"))  # loaded by path: no Keras 3 import
 PIP_LINE = ("pip install --no-deps tf-keras==2.21.0 tensorflow-model-optimization==0.8.1 "
             "dm-tree mock")
 _BOOTSTRAP = (
@@ -151,6 +159,61 @@ def model_spec(model):
     return spec, weights
 
 
+# tfmot 0.8.1's default 8-bit scheme (Default8BitQuantizeRegistry and its layout transforms), as
+# this module annotates it (BatchNormalization gets an output-only config where tfmot cannot fold
+# it into a convolution).
+QAT_LAYERS = frozenset({
+    "Activation", "ActivityRegularization", "Add", "AveragePooling1D", "AveragePooling2D",
+    "BatchNormalization", "Concatenate", "Conv2D", "Conv2DTranspose", "Cropping1D", "Cropping2D",
+    "Cropping3D", "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D", "InputLayer", "LeakyReLU", "MaxPooling2D", "Permute", "ReLU", "Reshape",
+    "SeparableConv1D", "SeparableConv2D", "Softmax", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "UpSampling2D", "ZeroPadding1D", "ZeroPadding2D",
+})
+# Activation functions tfmot quantizes: as an `Activation` layer, and as a layer's `activation`.
+_ACTIVATION_LAYER_FUNCTIONS = {"relu", "swish", "gelu", "relu6", "linear", "softmax", "sigmoid", "tanh"}
+_LAYER_ACTIVATIONS = {"softmax", "sigmoid", "tanh", "gelu", "linear", "relu", "swish"}
+
+
+def unsupported_layers(model):
+    """The layers of a plain model that tfmot's default 8-bit QAT cannot quantize.
+
+    `quantization_aware_finetune` refuses such a model before starting its child process, naming
+    every offending layer at once (tfmot itself fails on the first one, deep in the child).
+
+    Args:
+        model: a plain Keras 3 model (e.g. from `tips_keras.extraction.extract`).
+
+    Returns:
+        A list of ``"name (Class)"`` or ``"name (Class, activation='...')"`` strings; empty when
+        every layer is supported.
+
+    Example:
+        >>> unsupported_layers(sub)  # doctest: +SKIP
+        ['rescaling (Rescaling)']
+    """
+    found = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        activation = getattr(layer, "activation", None)
+        name = getattr(activation, "__name__", None) if activation is not None else None
+        allowed = _ACTIVATION_LAYER_FUNCTIONS if kind == "Activation" else _LAYER_ACTIVATIONS
+        if kind not in QAT_LAYERS:
+            found.append(f"{layer.name} ({kind})")
+        elif activation is not None and name not in allowed:
+            found.append(f"{layer.name} ({kind}, activation={name or activation!r})")
+    return found
+
+
+def _child_error(stderr):
+    """The child's final exception line first (tfmot's message), then the end of its output."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    cause = next((ln for ln in reversed(lines) if not ln.startswith((" ", "\t"))
+                  and ("Error" in ln or "Exception" in ln)), lines[-1] if lines else "no output")
+    return cause.strip(), "\n".join(lines[-25:])
+
+
 def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, validation_data=None,
                                 representative_data=None, learning_rate=1e-4, batch_size=64,
                                 freeze_batchnorm=True, compare_ptq=True, timeout=900, verbose=0):
@@ -178,8 +241,11 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
 
     Raises:
         ImportError: tf_keras / tensorflow-model-optimization are not installed.
-        ValueError: a model that is not plain, or bad data.
-        RuntimeError: the child process failed (its error output is included).
+        ValueError: a model that is not plain, a layer or activation tfmot cannot quantize
+            (`unsupported_layers`, all named; checked before the child process starts), a
+            non-float input, or bad data.
+        RuntimeError: the child process failed (its final error line first, then the end of its
+            error output).
 
     Example:
         >>> sub = tips_keras.extraction.extract(model, config, recalibrate_data=x_train[:1024])  # doctest: +SKIP
@@ -190,9 +256,27 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
     if not is_available():
         raise ImportError("Quantization-aware training needs tf_keras and "
                           f"tensorflow-model-optimization: {PIP_LINE}")
-    from tflite_export.checks import check_inputs_array, check_labels_array, model_io_spec
+    from tflite_export.checks import (check_inputs_array, check_labels_array, model_input_dtype,
+                                      model_io_spec)
 
     input_shape, num_classes = model_io_spec(sub_model)
+    # The model first (before any data is looked at or a child process started).
+    spec, weights = model_spec(sub_model)
+    unsupported = unsupported_layers(sub_model)
+    if unsupported:
+        raise ValueError(
+            "Invalid value for argument `sub_model`. Expected layers that tfmot's default 8-bit "
+            f"quantization-aware training supports ({', '.join(sorted(QAT_LAYERS))}; activations "
+            f"{sorted(_LAYER_ACTIVATIONS)}). Received: {len(unsupported)} unsupported layer(s): "
+            f"{', '.join(unsupported)}. Move preprocessing such as Rescaling out of the model (feed "
+            "preprocessed inputs), or export with post-training int8 quantization "
+            "(tflite_export), which handles them."
+        )
+    if not model_input_dtype(sub_model).startswith("float"):
+        raise ValueError(
+            "Invalid value for argument `sub_model`. Expected a floating-point input (the QAT "
+            "child quantizes float inputs to int8). Received: input dtype "
+            f"{model_input_dtype(sub_model)}")
     x = check_inputs_array("x_train", x_train, input_shape)
     y = check_labels_array(y_train, len(x), num_classes)
     rep = check_inputs_array("representative_data", x[:500] if representative_data is None
@@ -200,7 +284,6 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"Invalid value for argument `epochs`. Expected a positive integer. "
                          f"Received: epochs={epochs!r}")
-    spec, weights = model_spec(sub_model)
     arrays = {"x_train": x, "y_train": y, "rep": rep, "sample": rep[:32],
               "reference": sub_model.predict(rep[:32], verbose=0)}
     if validation_data is not None:
@@ -211,22 +294,24 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="tips_qat_") as tmp:
         tmp = Path(tmp)
-        (tmp / "spec.json").write_text(json.dumps(dict(spec, options=options)))
+        (tmp / "spec.json").write_text(json.dumps(dict(spec, options=options)), encoding="utf-8")
         np.savez(tmp / "weights.npz", **weights)
         np.savez(tmp / "data.npz", **arrays)
         env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
         try:
-            proc = subprocess.run([sys.executable, "-c", _BOOTSTRAP, __file__, str(tmp)],
+            proc = subprocess.run([sys.executable, "-c", _BOOTSTRAP, _CHILD, str(tmp)],
                                   cwd=tmp, env=env, timeout=timeout, capture_output=True, text=True)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"Quantization-aware fine-tuning timed out after {timeout} s.") from None
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"Quantization-aware fine-tuning timed out after {timeout} s.") from e
         if verbose:
             print(proc.stdout, end="")
         if proc.returncode != 0 or not (tmp / "model.tflite").exists():
-            raise RuntimeError("Quantization-aware fine-tuning failed in the tf_keras/tfmot "
-                               f"subprocess (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            cause, tail = _child_error(proc.stderr)
+            raise RuntimeError(f"Quantization-aware fine-tuning failed in the tf_keras/tfmot child "
+                               f"process (exit {proc.returncode}): {cause}\n--- end of its "
+                               f"error output ---\n{tail}")
         data = (tmp / "model.tflite").read_bytes()
-        report = json.loads((tmp / "report.json").read_text())
+        report = json.loads((tmp / "report.json").read_text(encoding="utf-8"))
     report.update(size_bytes=len(data), seconds=round(time.time() - start, 1))
     if validation_data is not None:
         from tflite_export import convert_model, run_tflite
@@ -239,92 +324,3 @@ def quantization_aware_finetune(sub_model, x_train, y_train, epochs=2, *, valida
             report["ptq_int8_accuracy"] = float(np.mean(run_tflite(ptq, xv).argmax(1) == yv))
             report["ptq_size_bytes"] = len(ptq)
     return QATResult(data, report)
-
-
-# ------------------------------------------------------------------- child process (tf_keras)
-def _worker(directory):
-    """Runs in the child: rebuild in tf_keras, QAT fine-tune, convert. Not a public API."""
-    import inspect
-
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_configs as configs)
-
-    directory = Path(directory)
-    spec = json.loads((directory / "spec.json").read_text())
-    opts = spec["options"]
-    weights = np.load(directory / "weights.npz")
-    data = np.load(directory / "data.npz")
-    tf_keras.utils.set_random_seed(0)
-
-    def make(layer_spec):
-        cls = getattr(tf_keras.layers, layer_spec["class_name"])
-        allowed = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable"}
-        config = {k: v for k, v in layer_spec["config"].items() if k in allowed}
-        return cls(**config)
-
-    consumers = {}
-    for ls in spec["layers"]:
-        for name in ls["inbound"]:
-            consumers[name] = consumers.get(name, 0) + 1
-    inputs = tf_keras.Input(tuple(spec["input_shape"]), name=spec["input_name"])
-    tensors, kinds = {spec["input_name"]: inputs}, {}
-    for ls in spec["layers"]:
-        layer = make(ls)
-        ins = [tensors[n] for n in ls["inbound"]]
-        tensors[ls["config"]["name"]] = layer(ins if ls["list_input"] else ins[0])
-        layer.set_weights([weights[f"{layer.name}/{i}"] for i in range(ls["num_weights"])])
-        # tfmot folds Conv -> BN only when the convolution feeds nothing else
-        kinds[layer.name] = (ls["class_name"], [kinds.get(n, ("Input",))[0] for n in ls["inbound"]
-                                                if consumers.get(n) == 1])
-    model = tf_keras.Model(inputs, tensors[spec["output"]])
-    diff = float(np.abs(model.predict(data["sample"], verbose=0) - data["reference"]).max())
-    if diff > 1e-3:
-        raise RuntimeError(f"tf_keras rebuild differs from Keras 3 by {diff}")
-
-    def annotate(layer):
-        kind, parents = kinds.get(layer.name, ("Input", []))
-        if kind == "BatchNormalization":
-            if opts["freeze_batchnorm"]:
-                layer.trainable = False
-            if not set(parents) & {"Conv2D", "DepthwiseConv2D"}:  # tfmot: BN only after a conv
-                return tfmot.quantization.keras.quantize_annotate_layer(
-                    layer, configs.Default8BitOutputQuantizeConfig())
-        if kind == "Input":
-            return layer
-        return tfmot.quantization.keras.quantize_annotate_layer(layer)
-
-    annotated = tf_keras.models.clone_model(model, clone_function=annotate)
-    annotated.set_weights(model.get_weights())
-    with tfmot.quantization.keras.quantize_scope(
-            {"Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig}):
-        qat = tfmot.quantization.keras.quantize_apply(annotated)
-    qat.compile(optimizer=tf_keras.optimizers.Adam(opts["learning_rate"]),
-                loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    val = (data["x_val"], data["y_val"]) if "x_val" in data.files else None
-    history = qat.fit(data["x_train"], data["y_train"], batch_size=opts["batch_size"],
-                      epochs=opts["epochs"], validation_data=val, verbose=opts["verbose"])
-    report = {"tf_keras_max_abs_diff": diff,
-              "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
-    if val is not None:
-        report["qat_keras_accuracy"] = float(qat.evaluate(*val, verbose=0)[1])
-
-    @tf.function(input_signature=[tf.TensorSpec([None] + spec["input_shape"], tf.float32,
-                                                name="image")])
-    def serve(image):
-        return {"probabilities": qat(image, training=False)}
-
-    saved = directory / "saved_model"
-    tf.saved_model.save(qat, str(saved), signatures={"serving_default": serve})
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), ["serving_default"])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    rep = data["rep"]
-    converter.representative_dataset = lambda: ([rep[i: i + 1]] for i in range(len(rep)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    (directory / "model.tflite").write_bytes(converter.convert())
-    (directory / "report.json").write_text(json.dumps(report))

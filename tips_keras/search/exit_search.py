@@ -4,6 +4,7 @@ import hashlib
 
 import keras
 
+from tips_keras.data import check_model_inputs
 from tips_keras.supernet.model import AnytimeModel
 from tips_keras.search import front as front_lib
 from tips_keras.search import tuner as tuner_lib
@@ -61,7 +62,8 @@ class ExitSearch:
 
     Raises:
         ValueError: not an anytime supernet, bad budgets (e.g. one below the smallest
-            configuration: the message names its FLOPs), bad validation data, unknown oracle,
+            configuration: the message names its FLOPs; or one given twice), bad validation or
+            recalibration data (scaled floats for a model whose input is raw uint8), unknown oracle,
             or a resumed project made with other supernet weights / budgets / validation data.
 
     Example:
@@ -82,6 +84,11 @@ class ExitSearch:
                              f"Received: model of type {type(model).__name__}")
         self.model = model
         recalibration_data = resolve_calibration(model, recalibration_data)
+        if recalibration_data is not None:  # raw values for a model with an integer input
+            recalibration_data = check_model_inputs(model, recalibration_data, "recalibration_data")
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) == 2:
+            validation_data = (check_model_inputs(model, validation_data[0], "validation_data"),
+                               validation_data[1])
         self.space = SearchSpace(model, importance=importance)
         self.evaluator = ConfigEvaluator(
             model, validation_data, batch_size=batch_size, recalibration_data=recalibration_data,

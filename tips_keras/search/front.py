@@ -8,14 +8,14 @@ reads it.
 """
 
 import dataclasses
-import io
 import json
-import os
-import tempfile
+import math
+import warnings
 
 import numpy as np
 
 from tips_keras.supernet.configs import Configuration
+from tips_keras.atomic import atomic_write
 from tips_keras.search.space import budget_to_flops
 
 FORMAT = "tips_keras.search.ParetoFront"
@@ -88,7 +88,8 @@ class ParetoFront:
     Args:
         points: the evaluated `ParetoPoint` s (any order).
         full_flops: FLOPs of the largest configuration (budgets <= 1 are fractions of it).
-        budgets: the search's budgets as given (fractions <= 1 or absolute FLOPs).
+        budgets: the search's budgets as given (fractions <= 1 or absolute FLOPs; a repeated
+            one is kept once).
         metadata: JSON-able facts about the search (oracle, validation size, ...).
 
     Attributes:
@@ -105,7 +106,7 @@ class ParetoFront:
         self.points = sorted(points, key=lambda p: (p.flops, -p.accuracy))
         self.front = _front(self.points)
         self.full_flops = int(full_flops)
-        self.budgets = [float(b) if float(b) <= 1 else int(b) for b in budgets]
+        self.budgets = list(dict.fromkeys(float(b) if float(b) <= 1 else int(b) for b in budgets))
         self.metadata = dict(metadata or {})
 
     def __len__(self):
@@ -185,7 +186,7 @@ class ParetoFront:
 
         Gates are shown as one character per gate in the order of the header line: ``1`` on,
         ``0`` off, ``.`` after the exit (irrelevant). ``best for`` lists the budgets for which
-        the row is `best`.
+        the row is `best` (`tips_keras.search.front_report.front_table`).
 
         Args:
             all_points: list every evaluated point, not only the front (default False).
@@ -193,31 +194,9 @@ class ParetoFront:
         Returns:
             The table as a string.
         """
-        rows = self.points if all_points else self.front
-        best_for = {}
-        for b in self.budgets:
-            try:
-                best_for.setdefault(id(self.best(b)), []).append(f"{b:g}")
-            except ValueError:
-                pass
-        recal = any(p.accuracy_no_recal is not None for p in rows)
-        head = ["exit", "gates", "FLOPs", "% full", "params", "accuracy"]
-        head += ["acc (no recal)"] if recal else []
-        head += ["best for"]
-        lines = []
-        for p in rows:
-            bits = "".join(str(v) for v in p.gates.values())
-            row = [str(p.exit), bits, f"{p.flops:,}", f"{100 * p.flops / self.full_flops:.1f}",
-                   f"{p.params:,}", f"{p.accuracy:.4f}"]
-            if recal:
-                row.append("" if p.accuracy_no_recal is None else f"{p.accuracy_no_recal:.4f}")
-            row.append(",".join(best_for.get(id(p), [])))
-            lines.append(row)
-        widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(c.rjust(w) for c, w in zip(r, widths))  # noqa: E731
-        title = (f"Pareto front: {len(self.front)} of {len(self.points)} evaluated configurations "
-                 f"(full FLOPs {self.full_flops:,}; gates: {' '.join(self.gate_names)})")
-        return "\n".join([title, fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in lines])
+        from tips_keras.search.front_report import front_table
+
+        return front_table(self, all_points)
 
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self):
@@ -241,40 +220,59 @@ class ParetoFront:
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         if path is None:
             return text
-        _atomic_write(path, text.encode("utf-8"))
+        atomic_write(path, text)
         return path
 
     @classmethod
-    def from_dict(cls, data, source="<dict>"):
-        """Rebuilds a front from the output of `to_dict`.
+    def from_dict(cls, data, source="<dict>", model=None):
+        """Rebuilds a front from the output of `to_dict` (hand-edited values are checked).
 
         Args:
             data: the decoded dict.
             source: what error messages name (default ``"<dict>"``).
+            model: the supernet the front belongs to, or None. Given, FLOPs and parameters are
+                counted on it (`recount`): selection then never trusts a stated count.
 
         Returns:
             A `ParetoFront`.
 
         Raises:
-            ValueError: ``full_flops`` or ``points`` missing or malformed.
+            ValueError: ``full_flops`` or ``points`` missing or malformed (an exit that is not a
+                non-negative integer, gate bits other than 0 / 1, FLOPs or accuracy not finite
+                and non-negative), or a point that does not fit ``model``.
         """
+        def bit(value):
+            if value not in (0, 1) or isinstance(value, str):
+                raise ValueError(f"gate bit {value!r} is not 0 or 1")
+            return int(value)
+
+        def count(value, what, kind=int):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0 or (kind is int and value != int(value)):
+                raise ValueError(f"{what} {value!r} is not a finite non-negative number")
+            return kind(value)
+
         try:
-            points = [ParetoPoint(exit=int(p["exit"]), gates={str(k): int(v) for k, v in p["gates"].items()},
-                                  flops=int(p["flops"]), params=int(p.get("params", 0)),
-                                  accuracy=float(p["accuracy"]),
+            points = [ParetoPoint(exit=count(p["exit"], "exit"), gates={str(k): bit(v) for k, v in p["gates"].items()},
+                                  flops=count(p["flops"], "flops"), params=count(p.get("params", 0), "params"),
+                                  accuracy=count(p["accuracy"], "accuracy", float),
                                   accuracy_no_recal=p.get("accuracy_no_recal"),
                                   trial_id=p.get("trial_id")) for p in data["points"]]
-            return cls(points, int(data["full_flops"]), data.get("budgets") or (), data.get("metadata"))
+            budgets = [count(b, "budget", float) for b in data.get("budgets") or ()]
+            front = cls(points, count(data["full_flops"], "full_flops"), budgets, data.get("metadata"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"Invalid Pareto front in {source}: expected {FORMAT} JSON with "
-                             f"'full_flops' and 'points' (exit, gates, flops, accuracy); {e!r}") from None
+                             f"'full_flops' and 'points' (exit, gates, flops, accuracy); {e!r}") from e
+        return front if model is None else front.recount(model)
 
     @classmethod
-    def from_json(cls, path):
-        """Reads a front written by `to_json`.
+    def from_json(cls, path, model=None):
+        """Reads a front written by `to_json` (or edited since: any line endings, UTF-8 with or
+        without a byte-order mark, UTF-16 / UTF-32 with one).
 
         Args:
             path: the JSON file.
+            model: the supernet the front belongs to, or None (see `from_dict`).
 
         Returns:
             A `ParetoFront`.
@@ -286,17 +284,62 @@ class ParetoFront:
         with open(path, "rb") as f:
             raw = f.read()
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"Corrupt or truncated Pareto front file {str(path)!r}: {e}") from None
+            data = json.loads(raw)  # bytes: JSON's own encoding detection (BOM, UTF-16/32)
+        except ValueError as e:
+            raise ValueError(f"Corrupt or truncated Pareto front file {str(path)!r}: {e}") from e
         if not isinstance(data, dict):
             raise ValueError(f"Invalid Pareto front file {str(path)!r}: expected a JSON object.")
-        return cls.from_dict(data, source=f"file {str(path)!r}")
+        return cls.from_dict(data, source=f"file {str(path)!r}", model=model)
+
+    def recount(self, model):
+        """A copy of the front with FLOPs, parameters and full FLOPs counted on ``model``.
+
+        A front file states FLOPs; a hand-edited or stale one may state fewer than a
+        configuration costs, and `best` would then return a point over its budget. The copy's
+        `best` uses the model's own count; a warning names the points whose stated FLOPs
+        differ.
+
+        Args:
+            model: the supernet the front's configurations belong to.
+
+        Returns:
+            A new `ParetoFront` (points canonical; metadata ``recounted_on`` names the model).
+
+        Raises:
+            ValueError: a point does not fit ``model`` (unknown gate names, exit out of range).
+
+        Example:
+            >>> front = ParetoFront.from_json("front.json").recount(model)  # doctest: +SKIP
+        """
+        from tips_keras.supernet import analytic_flops, topology
+
+        space = topology.read_topology(model).space
+        points, differ = [], []
+        for p in self.points:
+            try:
+                config = space.canonical(space.resolve({"exit": p.exit, "gates": p.gates}))
+            except ValueError as e:
+                raise ValueError(f"Invalid Pareto front: point {p.to_dict()} does not fit model "
+                                 f"{model.name!r}: {e}") from e
+            flops, params = analytic_flops.cost(model, config)
+            if flops != p.flops:
+                differ.append(f"exit {p.exit} {''.join(map(str, p.gates.values()))}: "
+                              f"{p.flops:,} stated, {flops:,} counted")
+            points.append(dataclasses.replace(p, exit=config.exit, flops=flops, params=params,
+                                              gates=dict(zip(space.gate_names, config.gates))))
+        full = analytic_flops.flops(model, "largest")
+        if full != self.full_flops:
+            differ.append(f"full FLOPs {self.full_flops:,} stated, {full:,} counted")
+        if differ:
+            warnings.warn(f"Pareto front FLOPs differ from model {model.name!r}'s own count "
+                          f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}): the "
+                          "model's count is used.", stacklevel=2)
+        return ParetoFront(points, full, self.budgets, dict(self.metadata, recounted_on=model.name))
 
     # -- plot ---------------------------------------------------------------------------------
     def plot(self, path, title=None):
         """Saves accuracy vs FLOPs: every evaluated point, the front highlighted, budgets as
-        vertical lines (matplotlib, Agg, written atomically).
+        vertical lines (matplotlib, Agg, written atomically; `tips_keras.search.front_report`).
 
         Args:
             path: the image file; its extension picks the format (default png).
@@ -305,49 +348,9 @@ class ParetoFront:
         Returns:
             ``path``.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from tips_keras.search.front_report import plot_front
 
-        fig = Figure(figsize=(7, 4.5))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-        scale = 1e6
-        ax.scatter([p.flops / scale for p in self.points], [p.accuracy for p in self.points],
-                   s=14, color="0.6", alpha=0.7, label=f"evaluated ({len(self.points)})")
-        ax.plot([p.flops / scale for p in self.front], [p.accuracy for p in self.front], "o-",
-                color="tab:red", ms=5, drawstyle="steps-post", label=f"Pareto front ({len(self.front)})")
-        for i, b in enumerate(self.budgets):
-            ax.axvline(self.budget_flops(b) / scale, color="tab:blue", ls="--", lw=1,
-                       label="budgets" if i == 0 else None)
-        ax.set_xlabel("MFLOPs (multiply-accumulates)")
-        ax.set_ylabel("validation accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        ax.set_title(title or "Accuracy vs FLOPs of the searched configurations")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=os.path.splitext(str(path))[1][1:] or "png", dpi=120,
-                    bbox_inches="tight")
-        _atomic_write(path, buffer.getvalue())
-        return path
-
-
-def _atomic_write(path, data):
-    directory = os.path.dirname(os.path.abspath(str(path)))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(str(path))}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, str(path))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return plot_front(self, path, title)
 
 
 def make_point(space, values, metrics, trial_id=None):

@@ -52,7 +52,8 @@ class ConfigOracle(keras_tuner.Oracle):
 
     Raises:
         ValueError: bad ``space`` / ``max_trials`` / ``budgets`` (see
-            `SearchSpace.resolve_budgets`), or a resumed project whose supernet or budgets differ.
+            `SearchSpace.resolve_budgets`; a budget given twice too), or a resumed project whose
+            supernet or budgets differ.
 
     Example:
         >>> class FillOracle(ConfigOracle):  # doctest: +SKIP
@@ -83,6 +84,10 @@ class ConfigOracle(keras_tuner.Oracle):
         self.space = space
         self.budgets = space.resolve_budgets(budgets)  # validates
         self.budget_values = [float(b) for b in (budgets if np.ndim(budgets) else [budgets])]
+        if len(set(self.budget_values)) != len(self.budget_values):
+            # The front stores the budgets, and the export writes one directory per budget.
+            raise ValueError("Invalid value for argument `budgets`. Expected distinct budgets. "
+                             f"Received: budgets={list(budgets)!r}")
         self.search_seed = int(seed)
         self.candidates = int(candidates)
         self.fingerprint = {

@@ -259,12 +259,12 @@ class SearchSpace:
                              f"FLOPs budgets. Received: budgets={budgets!r}")
         try:
             absolute = [budget_to_flops(b, self.full_flops, "budgets") for b in values]
-        except ValueError:
+        except ValueError as e:
             raise ValueError(
                 "Invalid value for argument `budgets`. Expected positive numbers: fractions of the "
                 f"full FLOPs ({self.full_flops}) if <= 1, else absolute FLOPs below 2**63. "
                 f"Received: budgets={list(values)!r}"
-            ) from None
+            ) from e
         if min(absolute) < self.smallest_flops:
             raise ValueError(
                 "Invalid value for argument `budgets`: a budget is below the smallest "

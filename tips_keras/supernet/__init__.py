@@ -6,6 +6,7 @@ Nothing here trains: `tips_keras.training` imports this package, never the other
 
 from tips_keras.supernet import analytic_flops
 from tips_keras.supernet import configs
+from tips_keras.supernet import distribute
 from tips_keras.supernet import layers
 from tips_keras.supernet import model
 from tips_keras.supernet import topology
@@ -15,6 +16,7 @@ from tips_keras.supernet.analytic_flops import cost
 from tips_keras.supernet.analytic_flops import flops
 from tips_keras.supernet.configs import ConfigSpace
 from tips_keras.supernet.configs import Configuration
+from tips_keras.supernet.distribute import fix_multi_worker_reduce
 from tips_keras.supernet.layers import ExitHead
 from tips_keras.supernet.layers import ExitSelector
 from tips_keras.supernet.layers import PathGate

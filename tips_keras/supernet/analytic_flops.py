@@ -160,7 +160,8 @@ def layer_macs(layer, input_shapes, output_shape):
         Multiply-accumulates per example, an int.
 
     Raises:
-        ValueError: the layer has weights and no counting rule (see `register_flops`).
+        ValueError: the layer has weights and no counting rule (see `register_flops`), or
+            shapes with unknown dimensions besides the batch.
 
     Example:
         >>> layer_macs(keras.layers.Dense(10), [(None, 64)], (None, 10))
@@ -176,6 +177,15 @@ def layer_macs(layer, input_shapes, output_shape):
         return 0
     if _as_functional(layer) is not None:
         return module_macs(layer)
+    shapes = [tuple(s) for s in input_shapes] + [tuple(output_shape)]
+    if any(d is None for s in shapes for d in s[1:]):
+        raise ValueError(
+            f"Cannot count FLOPs of layer {layer.name!r} of type {type(layer).__name__}: its shapes "
+            f"{shapes[:-1]} -> {shapes[-1]} have unknown dimensions besides the batch, and its cost "
+            "depends on them. Count a model built on a fixed input shape (e.g. keras.Input((32, 32, "
+            "3)); tips_keras.anytime(model, input_shape=...) wraps a fully convolutional model at "
+            "one size)."
+        )
     for cls, rule in list(_RULES.items()) + list(_BUILTIN):
         if isinstance(layer, cls):
             return int(rule(layer, [tuple(s) for s in input_shapes], tuple(output_shape)))

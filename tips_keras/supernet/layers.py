@@ -130,6 +130,17 @@ class _Switched(keras.layers.Wrapper):
         # once here (symbolically), so layers without `compute_output_shape` work too.
         spec = self.layer.compute_output_spec(keras.KerasTensor(x_shape, dtype=self.compute_dtype))
         self._output_shape = tuple(spec.shape)
+        if any(d is None for d in x_shape[1:] + self._output_shape[1:]):
+            kind = type(self).__name__
+            raise ValueError(
+                f"Invalid value for argument `layer` of {kind} {self.name!r}. Expected an operation "
+                "on feature maps of fixed shape (apart from the batch dimension): a switched-off "
+                "operation returns zeros of its output shape, and FLOPs are counted from the "
+                f"shapes. Received: input shape {x_shape}, output shape {self._output_shape}. Build "
+                "the model on a fixed input shape (e.g. keras.Input((32, 32, 3)), "
+                "input_shape=(32, 32, 3) for tips_keras.zoo builders, or "
+                "tips_keras.anytime(model, input_shape=(32, 32, 3)) for a fully convolutional model)."
+            )
         self.built = True
 
     def _flag(self, control):

@@ -11,13 +11,16 @@ It adds to a functional model, and nothing else (its constructor is the function
   one the standard Keras step runs. The model never imports the training package;
 * `fit`, which moves callbacks marked ``runs_first`` (the TIPS callback) to the front and hands
   callbacks that ask for them (``set_fit_arguments``) the arguments of the call, so the callback
-  can take its BatchNorm calibration sample and its validation data from them.
+  can take its BatchNorm calibration sample and its validation data from them. Under
+  `tf.distribute.MultiWorkerMirroredStrategy` it first applies `distribute.fix_multi_worker_reduce`
+  (Keras 3's ``fit`` fails there otherwise, keras#20585).
 """
 
 import inspect
 
 import keras
 
+from tips_keras.supernet import distribute
 from tips_keras.supernet import layers as gl
 from tips_keras.supernet import topology as topology_lib
 
@@ -223,6 +226,9 @@ class AnytimeModel(keras.Model):
         Callbacks with a ``set_fit_arguments(arguments)`` method receive the call's arguments by
         name (``x``, ``y``, ``validation_data``, ``validation_split``, ...) before training starts:
         `TIPSCallback` takes its BatchNorm calibration images and validation data from them.
+        Under `tf.distribute.MultiWorkerMirroredStrategy` the model's strategy first gets
+        `tips_keras.supernet.distribute.fix_multi_worker_reduce` (Keras 3's ``fit`` fails there
+        otherwise, keras#20585).
 
         Args:
             *args: positional arguments of `keras.Model.fit`.
@@ -239,6 +245,7 @@ class AnytimeModel(keras.Model):
             ...                                      tips_keras.TIPSCallback()])  # doctest: +SKIP
         """
         bound = _FIT_SIGNATURE.bind(self, *args, **kwargs)
+        distribute.fix_multi_worker_reduce(self.distribute_strategy)
         callbacks = bound.arguments.get("callbacks")
         if callbacks is not None:
             callbacks = _runs_first_order(callbacks)

@@ -14,11 +14,14 @@ running mean of the batch statistics, the cumulative average of ``update_bn``). 
 another configuration is a variable assign plus one call: no re-trace, no Python loop, no numpy
 copies. BatchNorm layers frozen with ``trainable=False`` (transfer learning) are recalibrated too:
 Keras 3 runs them in inference mode even under ``training=True``, which would leave their
-statistics silently unchanged, while skipping blocks shifts their inputs as much as anyone's.
+statistics silently unchanged, while skipping blocks shifts their inputs as much as anyone's. A
+layer that still does not update (called with a fixed ``training=False`` by a custom layer) is
+named in a ``RuntimeWarning`` the first time a configuration that runs it is recalibrated.
 """
 
 import contextlib
 import hashlib
+import warnings
 import weakref
 
 import keras
@@ -110,6 +113,8 @@ class Recalibrator:
         self.trace_count = 0
         self._function = tf.function(self._run)
         self._concrete = None
+        self._checked = set()  # ids of BatchNorm layers seen to update (or warned about)
+        self._by_layer = None  # top-level layer name -> its BatchNorm layers
 
     def _run(self, x):
         self.trace_count += 1  # Python side effect: runs only while tracing
@@ -146,8 +151,44 @@ class Recalibrator:
         resolved = self.model.set_config(config) if config is not None else self.model.get_active_config()
         if self._concrete is None:
             self._trace()
+        unchecked = [bn for bn in self._active_layers() if id(bn) not in self._checked]
+        before = _moments(unchecked)
+        for bn in unchecked:  # a mark the first pass overwrites (its momentum is 0)
+            bn.moving_mean.assign(np.full(bn.moving_mean.shape, _MARK, str(bn.moving_mean.dtype)))
         self._concrete(self._x)
+        self._check_updated(unchecked, before)
         return resolved
+
+    def _active_layers(self):
+        """BatchNorm layers inside the layers the active configuration runs."""
+        if len(self._checked) == len(self._layers):
+            return []  # every layer was seen to update, or was warned about
+        if self._by_layer is None:
+            ours = {id(bn) for bn in self._layers}
+            self._by_layer = {layer.name: [bn for bn in batchnorm_layers(layer) if id(bn) in ours]
+                              for layer in self.model.layers}
+        topo = self.model.topology
+        mask = topo.edge_masks(keras.ops.convert_to_numpy(self.model.controller.active)[None])[0]
+        names = {topo.edge_layer[e] for e in np.flatnonzero(mask)}
+        return list({id(bn): bn for name in names for bn in self._by_layer.get(name, [])}.values())
+
+    def _check_updated(self, layers, before):
+        """Warns (once per layer) about layers the passes ran but did not update (mark still set)."""
+        stuck = []
+        for bn, (mean, _) in zip(layers, before):
+            self._checked.add(id(bn))
+            if np.all(keras.ops.convert_to_numpy(bn.moving_mean) == _MARK):
+                bn.moving_mean.assign(mean)  # put its statistics back
+                stuck.append(bn.path if hasattr(bn, "path") else bn.name)
+        if stuck:
+            warnings.warn(
+                f"BatchNorm recalibration left the statistics of {len(stuck)} layer(s) of the active "
+                f"configuration unchanged: {stuck}. They never ran in training mode during the "
+                "recalibration passes (something calls them with a fixed `training=False`, e.g. "
+                "a custom layer, or a nested model called inside one), so they keep the "
+                "supernet's shared statistics for every configuration. Call them without a fixed "
+                "`training` argument (tips_keras.anytime inlines nested functional models, whose "
+                "`training` Keras overrides anyway).", RuntimeWarning, stacklevel=3)
 
     def save(self):
         """Remembers every BatchNorm layer's moving statistics (restored by `restore`)."""
@@ -179,6 +220,7 @@ class Recalibrator:
 
 
 _CACHE = weakref.WeakKeyDictionary()  # model -> {(fingerprint, batch_size, batches): Recalibrator}
+_MARK = 1234.5  # moving mean set before a layer's first recalibration: still there = never updated
 CALIBRATION_ATTRIBUTE = "_tips_calibration"
 
 
