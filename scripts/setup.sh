@@ -4,12 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "[setup] installing the Fashion-MNIST Debian package (dataset-fashion-mnist)"
+# System packages: the offline dataset, and a C++ compiler for the test that compiles the
+# TFLite Micro C array (tests/test_tflite_export.py).
+packages=()
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then packages+=(dataset-fashion-mnist); fi
+if ! command -v g++ >/dev/null 2>&1; then packages+=(g++); fi
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "[setup] installing Debian packages: ${packages[*]}"
     SUDO=""
     if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}"
 fi
 
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
