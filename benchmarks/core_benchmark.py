@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
+from tips_keras.demo import DEMO_WIDTHS  # noqa: E402
 from tips_keras.training import sampling  # noqa: E402
 
 
@@ -152,7 +153,7 @@ def main():
                         help="tables to measure (default: all)")
     args = parser.parse_args()
     n, runs, epochs = (1024, 1, 2) if args.quick else (5000, 3, 3)
-    widths, blocks = (16, 32, 64), 2
+    widths, blocks = DEMO_WIDTHS, 2  # the demo's supernet
     print(f"# core benchmark: {' '.join(['.venv/bin/python', 'benchmarks/core_benchmark.py'] + sys.argv[1:])}")
     print(f"supernet anytime_resnet(widths={widths}, blocks_per_stage={blocks}); Fashion-MNIST train subset {n}")
     splits = data.load("fashion_mnist", train_size=n, val_size=1000)

@@ -3,7 +3,7 @@
 Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
 
 1. Training step. For the largest, a middle (~50 % FLOPs) and a small (~25 % FLOPs)
-   configuration of the demo supernet (`anytime_resnet(widths=(16, 32, 64))`): one epoch of
+   configuration of the demo supernet (`anytime_resnet(widths=tips_keras.demo.DEMO_WIDTHS)`): one epoch of
    ``fit`` of the configuration extracted as a plain Keras model (``tips.extract``) against the
    supernet holding that configuration under `TIPSCallback` (one path per step, its own exit, no
    teacher: the gating machinery alone), same data and batch size. Then a k-path step (the four
@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
+from tips_keras.demo import DEMO_WIDTHS  # noqa: E402
 from tips_keras.training import sampling  # noqa: E402
 
 
@@ -94,7 +95,7 @@ def gated_epoch(widths, blocks, vectors, x, y, epochs, recipe="single_path"):
     return fit_epochs(model, x, y, epochs, [callback])
 
 
-def step_table(x, y, runs, epochs, widths=(16, 32, 64), blocks=2):
+def step_table(x, y, runs, epochs, widths=DEMO_WIDTHS, blocks=2):
     probe = supernet(widths, blocks)
     space = probe.config_space
     configs = {"largest": space.largest().to_vector(), "middle": closest(probe, 0.5),
@@ -161,7 +162,7 @@ def search_table(splits, trials, quick):
         cases = [(2, 500)]
     for blocks, n_val in cases:
         keras.backend.clear_session()
-        r = search_rate((16, 32, 64), blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], trials)
+        r = search_rate(DEMO_WIDTHS, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], trials)
         print(f"{r['gates']:>5} {n_val:>10} {r['per_s']:>9.2f} {r['cpu_per_config']:>12.3f} "
               f"{r['recal_ms']:>8.0f} {r['eval_ms']:>8.0f} {r['other_ms']:>8.0f}")
 
