@@ -80,6 +80,8 @@ VARIANTS = {
     "uniform[k6]": ("uniform", {"paths_per_step": 6}),
     "tips[ema-weights]": ("tips", {"final_weights": "ema"}),
     "tips[p20-80]": ("tips", {"p_min": 0.2, "p_max": 0.8}),
+    # The menu first: the important paths of the menu's budgets are the only drawn paths.
+    "tips[menu]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0}),
     "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),

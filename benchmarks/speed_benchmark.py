@@ -12,10 +12,12 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
    paths. Variants interleaved; per-epoch wall and CPU time (``time.process_time``), median of the
    runs (epoch 1, with tracing, excluded).
 2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
-   configuration) with per-configuration BatchNorm recalibration (1,024 training images) and
-   2,000 validation images on the demo supernet; how it grows with the number of gates (6, 12, 24:
-   2, 4, 8 blocks per stage) and with the validation size (500, 1,000, 2,000); where the time goes
-   (recalibration, evaluation, the rest: keras-tuner and FLOPs).
+   configuration) with per-configuration BatchNorm recalibration (the defaults, 512 training
+   images; one row with 1,024) and 2,000 validation images on the demo supernet; how it grows with
+   the number of gates (6, 12, 24: 2, 4, 8 blocks per stage) and with the validation size (500,
+   1,000, 2,000); where the time goes (the fused recalibrate-and-evaluate call, and each of its
+   parts alone; the rest: keras-tuner and FLOPs); and the floor: the plain Keras model of the
+   smallest and the largest configuration classifying the same validation images.
 """
 
 import argparse
@@ -31,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
@@ -132,39 +135,83 @@ def step_table(x, y, runs, epochs, widths=DEMO_WIDTHS, blocks=2):
               f"wall {med(name, 0) / plain_sum[0]:.2f}, cpu {med(name, 1) / plain_sum[1]:.2f}")
 
 
-def search_rate(widths, blocks, x_train, x_val, y_val, trials):
+def _timed(fn, repeats=3):
+    """Median wall and CPU seconds of ``fn()`` (after one untimed call)."""
+    fn()
+    rows = []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        rows.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+
+def search_rate(widths, blocks, x_train, x_val, y_val, trials, recal_batches=4):
     model = supernet(widths, blocks)
     with tempfile.TemporaryDirectory() as directory:
         search = tips.search.ExitSearch(model, (x_val, y_val), budgets=[0.25, 0.5, 0.75, 1.0],
                                         max_trials=trials, oracle="random", directory=directory,
                                         overwrite=True, recalibration_data=x_train[:1024],
-                                        recalibration_batches=8, progress=False)
-        search.evaluator.evaluate("largest")  # traces the two compiled functions once
+                                        recalibration_batches=recal_batches, progress=False)
         ev = search.evaluator
-        ev.evaluations, ev.seconds, ev.recalibration_seconds = 0, 0.0, 0.0
+        for exit_index in range(model.config_space.num_exits):  # every layer checked, then the
+            ev.evaluate((exit_index, [1] * model.config_space.num_gates))  # fused call traced once
+        ev.evaluate("largest")
+        ev.evaluations, ev.seconds = 0, 0.0
         start, cpu = time.perf_counter(), time.process_time()
-        search.run()
+        front = search.run()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     n = max(ev.evaluations, 1)
+    # Where the time goes, on a sample of the evaluated configurations: the calibration passes
+    # alone, and the evaluation alone (both compiled); the fused call does both in one dispatch.
+    sample = [p.config for p in front.points[:: max(1, len(front.points) // 8)]]
+    recal_s = statistics.mean(_timed(lambda c=c: ev.recalibrator.applied(c).__enter__())[0] for c in sample)
+    ev.recalibrator.restore()
+    eval_s = statistics.mean(_timed(lambda c=c: ev.accuracy(c))[0] for c in sample)
     return dict(configs=ev.evaluations, per_s=ev.evaluations / wall, cpu_per_config=cpu / n,
-                recal_ms=ev.recalibration_seconds / n * 1e3,
-                eval_ms=(ev.seconds - ev.recalibration_seconds) / n * 1e3,
-                other_ms=(wall - ev.seconds) / n * 1e3, gates=model.config_space.num_gates)
+                fused_ms=ev.seconds / n * 1e3, other_ms=(wall - ev.seconds) / n * 1e3,
+                recal_ms=recal_s * 1e3, eval_ms=eval_s * 1e3, gates=model.config_space.num_gates,
+                recal_images=ev.recalibrator.num_images)
+
+
+def floor_row(x_val):
+    """The plain Keras models (`tips.extract`) of the smallest and largest configurations: one
+    compiled forward pass over the validation images, no recalibration: no search can evaluate
+    a configuration faster than its own plain model runs."""
+    model = supernet(DEMO_WIDTHS, 2)
+    x = keras.ops.convert_to_tensor(x_val)
+    out = {}
+    for config in ("smallest", "largest"):
+        plain = tips.extract(model, config, recalibrate_data=None)
+        forward = tf.function(lambda images, net=plain: net(images, training=False))
+        out[config] = _timed(lambda: forward(x).numpy())
+    return out
 
 
 def search_table(splits, trials, quick):
     print(f"\n## 2. search: configurations/s with per-configuration BatchNorm recalibration "
-          f"(1,024 images), random oracle, {trials} trials")
-    print(f"{'gates':>5} {'val images':>10} {'configs/s':>9} {'cpu s/config':>12} {'recal ms':>8} "
-          f"{'eval ms':>8} {'other ms':>8}")
-    cases = [(2, 2000), (4, 2000), (8, 2000), (2, 500), (2, 1000)]
+          f"(ExitSearch defaults: 4 x 128 = 512 training images; one row with 1,024), random oracle, "
+          f"{trials} trials")
+    print("fused ms: the compiled call per configuration (save statistics, calibration passes, evaluation, "
+          "restore); other: keras-tuner, oracle, FLOPs; recal / eval ms: each part alone on 8 of the configurations")
+    print(f"{'gates':>5} {'val images':>10} {'recal images':>12} {'configs/s':>9} {'cpu s/config':>12} "
+          f"{'fused ms':>8} {'other ms':>8} {'recal ms':>8} {'eval ms':>8}")
+    cases = [(2, 2000, 4), (4, 2000, 4), (8, 2000, 4), (2, 500, 4), (2, 1000, 4), (2, 2000, 8)]
     if quick:
-        cases = [(2, 500)]
-    for blocks, n_val in cases:
+        cases = [(2, 500, 4)]
+    for blocks, n_val, recal_batches in cases:
         keras.backend.clear_session()
-        r = search_rate(DEMO_WIDTHS, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], trials)
-        print(f"{r['gates']:>5} {n_val:>10} {r['per_s']:>9.2f} {r['cpu_per_config']:>12.3f} "
-              f"{r['recal_ms']:>8.0f} {r['eval_ms']:>8.0f} {r['other_ms']:>8.0f}")
+        r = search_rate(DEMO_WIDTHS, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], trials,
+                        recal_batches)
+        print(f"{r['gates']:>5} {n_val:>10} {r['recal_images']:>12} {r['per_s']:>9.2f} {r['cpu_per_config']:>12.3f} "
+              f"{r['fused_ms']:>8.0f} {r['other_ms']:>8.0f} {r['recal_ms']:>8.0f} {r['eval_ms']:>8.0f}", flush=True)
+    n_val = 500 if quick else 2000
+    keras.backend.clear_session()
+    floor = floor_row(splits.x_val[:n_val])
+    print(f"floor: the plain Keras model (tips.extract, no gates) of one configuration classifying the {n_val} "
+          f"validation images in one compiled call, no recalibration: smallest {floor['smallest'][0] * 1e3:.0f} ms "
+          f"wall ({floor['smallest'][1] * 1e3:.0f} ms CPU), largest {floor['largest'][0] * 1e3:.0f} ms wall "
+          f"({floor['largest'][1] * 1e3:.0f} ms CPU); 20 configurations/s leaves 50 ms for recalibration and evaluation")
 
 
 def main():

@@ -116,7 +116,7 @@ display(Image(path))'''),
         "sample on the model, and the search and `tips.extract` use it by default. It matters a "
         "lot for small configurations."),
     new_code_cell('''\
-calib = tips.training.batchnorm.calibration_data(model)
+calib = tips.training.calibration.calibration_data(model)
 for name in ("largest", "smallest"):
     config = space.resolve(name)
     model.set_config(config)

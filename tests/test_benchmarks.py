@@ -143,3 +143,29 @@ def test_importance_probe_prints_its_table(capsys):
     assert "T = 8 sampled sub-networks" in out
     row = [l for l in out.splitlines() if l.startswith("| 1.0 |")]
     assert len(row) == 1 and row[0].count("|") == 7
+
+
+def test_demo_reference_trains_what_the_demo_exported():
+    # The configurations trained alone are the demo's: the largest, and per exported budget the
+    # front's best configuration within it (as `tips_keras.demo.search_and_export` picks it).
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import demo_reference
+        from tips_keras.search import ParetoFront
+        from tips_keras.search.front import ParetoPoint
+    finally:
+        sys.path.pop(0)
+    import tips_keras as tips
+
+    space = tips.zoo.anytime_resnet((12, 12, 1), 4, widths=(4, 8), blocks_per_stage=2).config_space
+    small, middle = tips.Configuration(0, (1, 0, 0, 0)), tips.Configuration(1, (1, 0, 1, 0))
+    def point(config, flops, accuracy):
+        return ParetoPoint(config.exit, dict(zip(space.gate_names, config.gates)), flops, 10, accuracy)
+
+    points = [point(small, 100, 0.7), point(middle, 300, 0.8), point(tips.Configuration(1, (0, 0, 1, 0)), 250, 0.6)]
+    front = ParetoFront(points, 1000, [0.25, 0.5])
+    summary = {"rows": [{"name": "largest", "accuracy_recalibrated": 0.88}],
+               "exports": [{"budget": 0.25, "accuracy": 0.77}, {"budget": 0.5, "accuracy": 0.79}]}
+    rows = demo_reference.reference_rows(summary, front, space)
+    assert [(name, config, acc) for name, config, acc, _ in rows] == [
+        ("largest", space.largest(), 0.88), ("25% budget", small, 0.77), ("50% budget", middle, 0.79)]

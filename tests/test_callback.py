@@ -154,7 +154,7 @@ def test_auto_calibration_sample_comes_from_fit_and_stays_on_the_model(supernet,
     x, y, _, _ = blobs
     supernet.fit(x[:100], y[:100], batch_size=32, epochs=1, validation_split=0.2,
                  callbacks=[tips.TIPSCallback(calibration_size=50)], verbose=0)
-    sample = tips.training.batchnorm.calibration_data(supernet)
+    sample = tips.training.calibration.calibration_data(supernet)
     assert sample.shape == (50, 12, 12, 1)
     rows = {tuple(r.ravel()[:5]) for r in x[:80]}  # the training part only (Keras validates on the last 20)
     assert all(tuple(r.ravel()[:5]) in rows for r in sample)
@@ -172,7 +172,7 @@ def test_deployed_accuracies_reach_history_and_csv_logger(tmp_path, supernet, bl
     for key in ("val_tiny_accuracy", "val_mid_accuracy"):
         assert [float(r[key]) for r in rows] == pytest.approx(history.history[key])
     # The logged value is that configuration recalibrated on the calibration sample.
-    with recalibrated(supernet, "smallest", tips.training.batchnorm.calibration_data(supernet)):
+    with recalibrated(supernet, "smallest", tips.training.calibration.calibration_data(supernet)):
         accuracy = supernet.evaluate(xv[:40], yv[:40], verbose=0)[1]
     assert history.history["val_tiny_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
 

@@ -85,6 +85,28 @@ def test_search_enforces_budgets_without_training_or_rebuilding(trained, blobs, 
     assert not list(tmp_path.glob("exit_search/trial_*/checkpoint*"))  # no model saved per trial
 
 
+def test_fused_recalibration_matches_the_checked_path(trained, blobs):
+    # One compiled call per configuration (save, calibration passes, evaluation, restore) gives
+    # the same accuracy as recalibrating, evaluating and restoring step by step.
+    shared = [bn.moving_variance.numpy().copy() for bn in batchnorm_layers(trained)]
+    fused = ConfigEvaluator(trained, (blobs[2], blobs[3]), batch_size=48, recalibration_data=blobs[0],
+                            recalibration_batches=2, recalibration_batch_size=64)
+    checked = ConfigEvaluator(trained, (blobs[2], blobs[3]), batch_size=48, recalibration_data=blobs[0],
+                              recalibration_batches=2, recalibration_batch_size=64)
+    gains = []
+    for config in ("largest", "smallest", (1, [0, 1, 1, 0]), (0, [1, 0, 0, 0]), "largest"):
+        result = fused.evaluate(config)
+        assert set(result) == {"accuracy", "flops", "params"}  # no shared-statistics pass by default
+        with checked.recalibrator.applied(config):
+            assert result["accuracy"] == checked.accuracy()
+        gains.append(result["accuracy"] - checked.accuracy(config))
+        for bn, variance in zip(batchnorm_layers(trained), shared):
+            np.testing.assert_array_equal(bn.moving_variance.numpy(), variance)  # restored
+    assert fused.recalibrator._fused  # the fused call ran, not only the checked fallback
+    assert fused.trace_count == 1 and fused.recalibrator.trace_count == 2  # checked + fused trace
+    assert max(gains) > 0  # recalibration changed some accuracy: the fused call really recalibrates
+
+
 def test_resume_continues_the_trial_count(trained, blobs, tmp_path):
     common = dict(validation_data=(blobs[2], blobs[3]), budgets=BUDGETS, directory=tmp_path, progress=False)
     first = ExitSearch(trained, max_trials=3, overwrite=True, **common)
@@ -108,7 +130,7 @@ def test_resume_continues_the_trial_count(trained, blobs, tmp_path):
 def test_random_oracle_and_recalibration(trained, blobs, tmp_path):
     means = [bn.moving_mean.numpy().copy() for bn in batchnorm_layers(trained)]
     search = ExitSearch(trained, (blobs[2], blobs[3]), budgets=[0.5, 1.0], max_trials=4, oracle="random",
-                        directory=tmp_path, overwrite=True, progress=False,
+                        directory=tmp_path, overwrite=True, progress=False, report_shared_statistics=True,
                         recalibration_data=blobs[0], recalibration_batches=2, recalibration_batch_size=64)
     front = search.run()
     assert all(p.accuracy_no_recal is not None for p in front.points)

@@ -25,8 +25,8 @@ import tips_keras as tips
 from tflite_export import export_tflite
 from tips_keras.search import ExitSearch
 from tips_keras.supernet.analytic_flops import module_macs
-from tips_keras.training.batchnorm import (batchnorm_layers, recalibrate_batchnorm, recalibrated,
-                                           set_calibration_data)
+from tips_keras.training.batchnorm import batchnorm_layers, recalibrate_batchnorm, recalibrated
+from tips_keras.training.calibration import set_calibration_data
 from tests.conftest import make_blobs, tiny_supernet
 
 L = keras.layers
@@ -166,7 +166,7 @@ def test_search_recalibrates_frozen_batchnorm(blobs, tmp_path):
     x, y, xv, yv = blobs
     set_calibration_data(model, x[:128])
     search = ExitSearch(model, (xv, yv), budgets=[0.5, 1.0], max_trials=3, directory=tmp_path,
-                        overwrite=True, progress=False)  # recalibration_data="auto"
+                        overwrite=True, progress=False, report_shared_statistics=True)  # recalibration "auto"
     assert search.evaluator.recalibrator is not None
     stem = model.get_layer("stem_bn")
     shared = stem.moving_mean.numpy().copy()

@@ -1,10 +1,11 @@
 """The main job: train an anytime supernet with TIPS on embedded data and ship its menu.
 
-Trains `zoo.anytime_resnet` on Fashion-MNIST (offline, Debian package) with the default recipe
-(`TIPSCallback()`), prints the test accuracy and FLOPs of the largest, a middle and the smallest
-configuration (with and without per-configuration BatchNorm recalibration), searches the Pareto
-front under FLOPs budgets and exports the best 25 % and 50 % configurations to int8 TFLite,
-verified in LiteRT on test images.
+Trains `zoo.anytime_resnet` on Fashion-MNIST (offline, Debian package) with the default recipe,
+told the menu it will ship (`TIPSCallback(budgets=DEMO_BUDGETS, focus=1.0)`: the important path of
+each budget is trained in every step), prints the test accuracy and FLOPs of the largest, the
+menu's and the smallest configuration (with and without per-configuration BatchNorm
+recalibration), searches the Pareto front under FLOPs budgets and exports the best 25 % and 50 %
+configurations to int8 TFLite, verified in LiteRT on test images.
 """
 
 import json
@@ -18,7 +19,7 @@ from tips_keras.supernet import analytic_flops
 from tips_keras import data as data_lib
 from tips_keras import plots
 from tips_keras.supernet import zoo
-from tips_keras.training.batchnorm import calibration_data
+from tips_keras.training.calibration import calibration_data
 from tips_keras.training.batchnorm import recalibrated
 from tips_keras.training.callback import TIPSCallback
 from tips_keras.supernet.configs import Configuration
@@ -29,19 +30,27 @@ from tips_keras.supernet.configs import Configuration
 DEMO_TRAIN_SIZE = 20000
 DEMO_EPOCHS = 6
 DEMO_WIDTHS = (8, 16, 32)
+# The menu the demo ships: the FLOPs budgets it exports. With the TIPS sampler, training draws
+# only the important path of each budget beside the largest and the smallest (``focus=1.0``):
+# measured in benchmarks/compare_samplers.py (variant ``tips[menu]``), this closes the gap of the
+# searched menu to the same networks trained alone, at the cost of configurations outside it.
+DEMO_BUDGETS = (0.25, 0.5)
 
 
-def pick_configurations(model):
-    """The largest, the smallest and a middle configuration of a supernet, for the demo's table.
+def pick_configurations(model, menu=None):
+    """The largest, the smallest and the middle configurations of a supernet, for the demo's table.
 
-    The middle one has the FLOPs closest to half the largest's; it is found by enumerating the
-    space (small supernets only).
+    The middle ones are the menu's (``{budget: Configuration}``, e.g. `TIPSCallback`'s
+    ``important_paths``: ``"menu 25%"``, ...) or, without a menu, the configuration whose FLOPs
+    are closest to half the largest's (``"middle"``, found by enumerating the space: small
+    supernets only).
 
     Args:
         model: a gated supernet.
+        menu: optional ``{budget fraction: Configuration or None}``.
 
     Returns:
-        ``{"largest": ..., "middle": ..., "smallest": ...}`` of `Configuration` s.
+        ``{"largest": ..., <middle ones>, "smallest": ...}`` of `Configuration` s.
 
     Raises:
         ValueError: the space is too large to enumerate (over 65,536 configurations).
@@ -50,6 +59,10 @@ def pick_configurations(model):
         >>> pick_configurations(model)["middle"]  # doctest: +SKIP
     """
     space = model.config_space
+    chosen = {f"menu {budget:.0%}": config for budget, config in sorted((menu or {}).items())
+              if config is not None}
+    if chosen:
+        return {"largest": space.largest(), **chosen, "smallest": space.smallest()}
     vectors = space.all_vectors()
     macs = np.array([m for m, _ in analytic_flops.cost_vectors(model, vectors)])
     full = macs.max()
@@ -198,7 +211,8 @@ def run_demo(
         dataset: ``"fashion_mnist"`` (default) or ``"mnist_5k"`` (see `tips_keras.data`).
         train_size: training images used (deterministic subset).
         epochs: training epochs.
-        sampler: TIPSCallback sampler name.
+        sampler: TIPSCallback sampler name; with ``"tips"`` and the ``"anytime"`` recipe the
+            callback trains the menu (``budgets=DEMO_BUDGETS, focus=1.0``).
         widths, blocks_per_stage: supernet shape (`zoo.anytime_resnet`).
         batch_size: training batch size.
         seed: seed of weights, data split and path sampling.
@@ -224,7 +238,8 @@ def run_demo(
         splits.x_train.shape[1:], len(splits.class_names), widths=tuple(widths), blocks_per_stage=blocks_per_stage
     )
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callback = TIPSCallback(sampler=sampler, recipe=recipe, seed=seed)
+    menu_options = dict(budgets=DEMO_BUDGETS, focus=1.0) if sampler == "tips" and recipe == "anytime" else {}
+    callback = TIPSCallback(sampler=sampler, recipe=recipe, seed=seed, **menu_options)
     print(f"[demo] {dataset}: {len(splits.x_train)} train / {len(splits.x_val)} val / {len(splits.x_test)} test images; "
           f"supernet {model.config_space.num_gates} gates, {model.config_space.num_exits} exits, "
           f"{analytic_flops.flops(model) / 1e6:.2f} MFLOPs (MACs) at full size; sampler={sampler}, recipe={recipe}")
@@ -238,7 +253,8 @@ def run_demo(
     model_path = os.path.join(out_dir, "supernet.keras")
     model.save(model_path)
     calib = calibration_data(model)
-    rows = evaluate_configurations(model, pick_configurations(model), calib, splits.x_test, splits.y_test)
+    rows = evaluate_configurations(model, pick_configurations(model, callback.important_paths), calib,
+                                   splits.x_test, splits.y_test)
     model.set_config("largest")
     print(f"\n[demo] trained in {train_seconds:.0f} s; test accuracy ({len(splits.x_test)} images) per configuration:")
     print(format_rows(rows))
@@ -251,7 +267,7 @@ def run_demo(
     plot_path = plots.plot_importance(callback.history, os.path.join(out_dir, "importance.png"))
     exports = []
     if search_and_deploy:
-        export_budgets = (0.25, 0.5)
+        export_budgets = DEMO_BUDGETS
         _, reports = search_and_export(model, splits, out_dir, export_budgets=export_budgets,
                                        max_trials=max_trials, seed=seed)
         exports = [dict(budget=b, accuracy=(r.accuracy or {}).get("tflite_accuracy"), flops=r.flops)

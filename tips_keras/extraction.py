@@ -32,6 +32,7 @@ from tips_keras.io import _number, load_front  # noqa: F401  (load_front: public
 from tips_keras.supernet import layers as gl
 from tips_keras.supernet import topology as topology_lib
 from tips_keras.training import batchnorm
+from tips_keras.training import calibration
 
 OUTPUT_NAME = "probabilities"
 _CONTROL = object()  # stands for the control vector of the SubnetController in the replay
@@ -205,7 +206,7 @@ def extract(model, config, recalibrate_data="auto", *, name=None, output_name=OU
         >>> sub.save("b050.keras")  # loads without tips_keras  # doctest: +SKIP
     """
     config = _resolve(model, config)
-    recalibrate_data = batchnorm.resolve_calibration(model, recalibrate_data)
+    recalibrate_data = calibration.resolve_calibration(model, recalibrate_data)
     if recalibrate_data is not None:
         recalibrate_data = check_model_inputs(model, recalibrate_data, "recalibrate_data")
     if name is None:

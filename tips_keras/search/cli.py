@@ -95,8 +95,8 @@ def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, ma
     search = ExitSearch(
         model, (x_val, y_val), budgets=list(budgets), max_trials=max_trials, oracle=oracle,
         directory=output_dir, project_name="keras_tuner", overwrite=not resume,
-        recalibration_data=x_train if recalibrate else None, batch_size=batch_size, seed=seed,
-        progress=progress)
+        recalibration_data=x_train if recalibrate else None, report_shared_statistics=recalibrate,
+        batch_size=batch_size, seed=seed, progress=progress)
     front = search.run()
     front.metadata.update(model_path=str(model_path), dataset=data_name, data_seed=data_seed)
     json_path = front.to_json(os.path.join(output_dir, "front.json"))

@@ -8,7 +8,7 @@ from tips_keras.data import check_model_inputs
 from tips_keras.supernet.model import AnytimeModel
 from tips_keras.search import front as front_lib
 from tips_keras.search import tuner as tuner_lib
-from tips_keras.training.batchnorm import resolve_calibration
+from tips_keras.training.calibration import resolve_calibration
 from tips_keras.training.evaluation import ConfigEvaluator
 from tips_keras.search.oracle import get_oracle
 from tips_keras.search.space import SearchSpace
@@ -29,8 +29,10 @@ class ExitSearch:
     """Searches exits and gates of a trained supernet under FLOPs budgets with keras-tuner.
 
     Each trial is one configuration, evaluated on the validation data without training or
-    rebuilding (`ConfigEvaluator`); the oracle enforces the budgets (`TIPSOracle` guided by the
-    supernet's TIPS importance, or the `RandomOracle` baseline). The keras-tuner project in
+    rebuilding (`ConfigEvaluator`; with recalibration, one compiled call per trial saves the
+    shared BatchNorm statistics, runs the calibration passes and the evaluation and restores
+    them); the oracle enforces the budgets (`TIPSOracle` guided by the supernet's TIPS
+    importance, or the `RandomOracle` baseline). The keras-tuner project in
     ``directory/project_name`` records every trial; ``overwrite=False`` resumes it (the trial
     count continues up to the new ``max_trials``). Run the same script with keras-tuner's
     ``KERASTUNER_TUNER_ID`` / ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT`` set to search
@@ -48,11 +50,14 @@ class ExitSearch:
         overwrite: start afresh (True) or resume an existing project (False).
         recalibration_data: training images for per-configuration BatchNorm recalibration;
             ``"auto"`` (default): the calibration sample the last ``fit`` with `TIPSCallback`
-            kept on the model (`tips_keras.training.batchnorm.calibration_data`), or none if there
+            kept on the model (`tips_keras.training.calibration.calibration_data`), or none if there
             is none (a model loaded from a file); ``None``: evaluate with the shared statistics.
         recalibration_batches: forward passes per recalibration (of
             ``recalibration_batch_size`` images).
         recalibration_batch_size: images per recalibration pass.
+        report_shared_statistics: with recalibration, also evaluate each configuration with the
+            supernet's shared BatchNorm statistics (``accuracy_no_recal`` in the front; twice the
+            evaluation time).
         batch_size: validation images per forward pass.
         seed: seed of the oracle's proposals.
         importance: per-gate importance (default: ``model.controller.importance``; all zeros
@@ -77,7 +82,8 @@ class ExitSearch:
     def __init__(self, model, validation_data, budgets=(0.25, 0.5, 0.75, 1.0), max_trials=100,
                  oracle="tips", directory="runs/search", project_name="exit_search", overwrite=False,
                  recalibration_data="auto", recalibration_batches=4, recalibration_batch_size=128,
-                 batch_size=256, seed=0, importance=None, progress=True, **oracle_kwargs):
+                 report_shared_statistics=False, batch_size=256, seed=0, importance=None, progress=True,
+                 **oracle_kwargs):
         if not isinstance(model, AnytimeModel):
             raise ValueError("Invalid value for argument `model`. Expected a tips_keras.AnytimeModel "
                              "(a gated supernet from tips_keras.supernet.zoo or tips_keras.anytime). "
@@ -93,7 +99,8 @@ class ExitSearch:
         self.evaluator = ConfigEvaluator(
             model, validation_data, batch_size=batch_size, recalibration_data=recalibration_data,
             recalibration_batches=recalibration_batches,
-            recalibration_batch_size=recalibration_batch_size)
+            recalibration_batch_size=recalibration_batch_size,
+            report_shared_statistics=report_shared_statistics)
         recal = None if recalibration_data is None else [
             len(self.evaluator.recalibration_data), recalibration_batches, recalibration_batch_size]
         fingerprint = {"weights": _weights_digest(model), "validation": self.evaluator.fingerprint,

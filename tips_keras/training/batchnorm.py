@@ -115,6 +115,8 @@ class Recalibrator:
         self._concrete = None
         self._checked = set()  # ids of BatchNorm layers seen to update (or warned about)
         self._by_layer = None  # top-level layer name -> its BatchNorm layers
+        self._fused = {}  # fn -> concrete function of `fused`
+        self._active_cache = {}  # active control vector (bytes) -> its BatchNorm layers
 
     def _run(self, x):
         self.trace_count += 1  # Python side effect: runs only while tracing
@@ -124,17 +126,61 @@ class Recalibrator:
             self.model(x[i], training=True)
         return tf.constant(0)
 
-    def _trace(self):
+    @contextlib.contextmanager
+    def _tracing(self):
+        """While tracing: every momentum is the variable, frozen layers update too."""
         saved = [(bn.momentum, bn.trainable) for bn in self._layers]
         try:
             for bn in self._layers:
                 bn.momentum = self._momentum  # read in the graph: moving = m * moving + (1 - m) * batch
                 bn._trainable = True  # frozen layers too (no effect outside this trace)
-            self._concrete = self._function.get_concrete_function(self._x)
+            yield
         finally:
             for bn, (momentum, trainable) in zip(self._layers, saved):
                 bn.momentum = momentum
                 bn._trainable = trainable
+
+    def _trace(self):
+        with self._tracing():
+            self._concrete = self._function.get_concrete_function(self._x)
+
+    def fused(self, fn, *args):
+        """One compiled call: save the statistics, recalibrate the active configuration, run ``fn``.
+
+        Saving, the calibration passes, ``fn(*args)`` (which must call the model with
+        ``training=False``) and restoring the shared statistics run in one ``tf.function`` call:
+        no eager assign per layer and no second dispatch per configuration (the search's hot path,
+        `tips_keras.training.evaluation.ConfigEvaluator`). The function is traced once per ``fn``.
+        The first configurations that run a layer not yet seen to update go through the checked
+        path (`applied`) instead, so a layer that cannot be recalibrated is still reported.
+
+        Args:
+            fn: a function of tensors, e.g. a `tf.function` (traced once inside the fused call).
+            *args: tensors passed to ``fn`` (same shapes at every call).
+
+        Returns:
+            What ``fn`` returns, computed with the active configuration recalibrated; the shared
+            statistics are in place again afterwards.
+        """
+        if self._unchecked_layers():
+            with self.applied():
+                return fn(*args)
+        compiled = self._fused.get(fn)
+        if compiled is None:
+            def run(x, *inner):
+                for bn, (mean, var) in zip(self._layers, self._saved):
+                    mean.assign(bn.moving_mean)
+                    var.assign(bn.moving_variance)
+                self._run(x)
+                out = fn(*inner)
+                for bn, (mean, var) in zip(self._layers, self._saved):
+                    bn.moving_mean.assign(mean)
+                    bn.moving_variance.assign(var)
+                return out
+            with self._tracing():
+                compiled = tf.function(run).get_concrete_function(self._x, *args)
+            self._fused[fn] = compiled
+        return compiled(self._x, *args)
 
     def __call__(self, config=None):
         """Recalibrates ``config`` (default: the active configuration) and leaves it active.
@@ -151,7 +197,7 @@ class Recalibrator:
         resolved = self.model.set_config(config) if config is not None else self.model.get_active_config()
         if self._concrete is None:
             self._trace()
-        unchecked = [bn for bn in self._active_layers() if id(bn) not in self._checked]
+        unchecked = self._unchecked_layers()
         before = _moments(unchecked)
         for bn in unchecked:  # a mark the first pass overwrites (its momentum is 0)
             bn.moving_mean.assign(np.full(bn.moving_mean.shape, _MARK, str(bn.moving_mean.dtype)))
@@ -159,18 +205,23 @@ class Recalibrator:
         self._check_updated(unchecked, before)
         return resolved
 
-    def _active_layers(self):
-        """BatchNorm layers inside the layers the active configuration runs."""
+    def _unchecked_layers(self):
+        """BatchNorm layers inside the layers the active configuration runs, not yet checked."""
         if len(self._checked) == len(self._layers):
             return []  # every layer was seen to update, or was warned about
         if self._by_layer is None:
             ours = {id(bn) for bn in self._layers}
             self._by_layer = {layer.name: [bn for bn in batchnorm_layers(layer) if id(bn) in ours]
                               for layer in self.model.layers}
-        topo = self.model.topology
-        mask = topo.edge_masks(keras.ops.convert_to_numpy(self.model.controller.active)[None])[0]
-        names = {topo.edge_layer[e] for e in np.flatnonzero(mask)}
-        return list({id(bn): bn for name in names for bn in self._by_layer.get(name, [])}.values())
+        active = keras.ops.convert_to_numpy(self.model.controller.active)
+        key = active.tobytes()
+        if key not in self._active_cache:
+            topo = self.model.topology
+            mask = topo.edge_masks(active[None])[0]
+            names = {topo.edge_layer[e] for e in np.flatnonzero(mask)}
+            self._active_cache[key] = list(
+                {id(bn): bn for name in names for bn in self._by_layer.get(name, [])}.values())
+        return [bn for bn in self._active_cache[key] if id(bn) not in self._checked]
 
     def _check_updated(self, layers, before):
         """Warns (once per layer) about layers the passes ran but did not update (mark still set)."""
@@ -221,68 +272,6 @@ class Recalibrator:
 
 _CACHE = weakref.WeakKeyDictionary()  # model -> {(fingerprint, batch_size, batches): Recalibrator}
 _MARK = 1234.5  # moving mean set before a layer's first recalibration: still there = never updated
-CALIBRATION_ATTRIBUTE = "_tips_calibration"
-
-
-def set_calibration_data(model, x):
-    """Keeps ``x`` on ``model`` (in memory, never saved) as its BatchNorm calibration sample.
-
-    `TIPSCallback` does it with the sample it took from ``fit``; ``"auto"`` recalibration in
-    `tips_keras.extract` and `tips_keras.search.ExitSearch` reads it back (`calibration_data`).
-
-    Args:
-        model: a supernet.
-        x: training inputs, or ``None`` to forget them.
-
-    Example:
-        >>> set_calibration_data(model, x_train[:1024])  # doctest: +SKIP
-    """
-    object.__setattr__(model, CALIBRATION_ATTRIBUTE, None if x is None else np.asarray(x))
-
-
-def calibration_data(model):
-    """The calibration sample kept on ``model`` by the last ``fit`` with `TIPSCallback`.
-
-    Args:
-        model: a supernet.
-
-    Returns:
-        A numpy array of training inputs, or ``None``.
-
-    Example:
-        >>> calibration_data(model).shape  # doctest: +SKIP
-        (1024, 28, 28, 1)
-    """
-    return getattr(model, "__dict__", {}).get(CALIBRATION_ATTRIBUTE)
-
-
-def resolve_calibration(model, x):
-    """``x`` itself, or for ``"auto"`` the sample kept on the model (``None`` when there is none).
-
-    Args:
-        model: a supernet.
-        x: ``"auto"``, ``None`` or training inputs.
-
-    Returns:
-        A numpy array or ``None``.
-
-    Raises:
-        ValueError: a string other than ``"auto"``.
-
-    Example:
-        >>> resolve_calibration(model, "auto") is calibration_data(model)  # doctest: +SKIP
-        True
-    """
-    if isinstance(x, str):
-        if x != "auto":
-            raise ValueError(
-                "Invalid value for argument `recalibration_data`. Expected 'auto', None or training "
-                f"inputs. Received: {x!r}"
-            )
-        return calibration_data(model)
-    return x
-
-
 def recalibrator(model, x, batch_size=128, max_batches=8):
     """A cached `Recalibrator` of ``model`` for the calibration set ``x``.
 

@@ -196,8 +196,9 @@ class AnytimeStep:
         """One optimizer step over the step's paths (see the module docstring).
 
         The paths run in a ``tf.while_loop``: the loop body (one path's forward and backward
-        pass) is traced once whatever ``paths_per_step`` (unrolled under a distribution strategy
-        with several replicas, where switching paths is a synchronisation point).
+        pass) is traced once whatever ``paths_per_step`` (unrolled for one path, and under a
+        distribution strategy with several replicas, where switching paths is a synchronisation
+        point).
 
         Args:
             data: a batch ``(x, y)`` or ``(x, y, sample_weight)``.
@@ -246,9 +247,11 @@ class AnytimeStep:
 
         state = (tf.constant(0), [tf.zeros_like(w) for w in weights], tf.constant(0.0), zeros_out,
                  teacher_out, tf.zeros((self.paths_per_step, 2)))
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        if self.paths_per_step == 1 or tf.distribute.get_strategy().num_replicas_in_sync > 1:
             # Assigning the mirrored control variable is a cross-replica synchronisation, which a
             # while loop cannot contain: unroll the paths (traced k times) under several replicas.
+            # One path needs no loop: measured, the loop alone cost 12 % of a small
+            # configuration's CPU time per step (benchmarks/speed_benchmark.py).
             for i in range(self.paths_per_step):
                 state = body(tf.constant(i), *state[1:])
             _, accumulated, total, first_out, _, signals = state

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from tips_keras.training.batchnorm import Recalibrator
-from tips_keras.training.batchnorm import set_calibration_data
+from tips_keras.training.calibration import set_calibration_data
 from tips_keras.training.evaluation import ConfigEvaluator
 
 
@@ -206,7 +206,7 @@ def prepare(model, arguments, recalibration_data, calibration_size, report_confi
     """The recalibrator and the deployed report of a ``fit`` (called at the start of training).
 
     Takes the calibration sample (``"auto"``: from ``fit``'s ``x``), keeps it on the model
-    (`tips_keras.training.batchnorm.set_calibration_data`) and builds the report on the
+    (`tips_keras.training.calibration.set_calibration_data`) and builds the report on the
     validation sample when there is one.
 
     Args:
