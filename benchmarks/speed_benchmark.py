@@ -165,8 +165,9 @@ def search_rate(widths, blocks, x_train, x_val, y_val, trials, recal_batches=4):
     # Where the time goes, on a sample of the evaluated configurations: the calibration passes
     # alone, and the evaluation alone (both compiled); the fused call does both in one dispatch.
     sample = [p.config for p in front.points[:: max(1, len(front.points) // 8)]]
-    recal_s = statistics.mean(_timed(lambda c=c: ev.recalibrator.applied(c).__enter__())[0] for c in sample)
-    ev.recalibrator.restore()
+    ev.recalibrator.save()
+    recal_s = statistics.mean(_timed(lambda c=c: ev.recalibrator(c))[0] for c in sample)
+    ev.recalibrator.restore()  # the shared statistics back before timing the evaluation
     eval_s = statistics.mean(_timed(lambda c=c: ev.accuracy(c))[0] for c in sample)
     return dict(configs=ev.evaluations, per_s=ev.evaluations / wall, cpu_per_config=cpu / n,
                 fused_ms=ev.seconds / n * 1e3, other_ms=(wall - ev.seconds) / n * 1e3,

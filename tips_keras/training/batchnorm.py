@@ -167,15 +167,11 @@ class Recalibrator:
                 return fn(*args)
         compiled = self._fused.get(fn)
         if compiled is None:
-            def run(x, *inner):
-                for bn, (mean, var) in zip(self._layers, self._saved):
-                    mean.assign(bn.moving_mean)
-                    var.assign(bn.moving_variance)
+            def run(x, *inner):  # save / restore traced into the graph: no eager assign per layer
+                self.save()
                 self._run(x)
                 out = fn(*inner)
-                for bn, (mean, var) in zip(self._layers, self._saved):
-                    bn.moving_mean.assign(mean)
-                    bn.moving_variance.assign(var)
+                self.restore()
                 return out
             with self._tracing():
                 compiled = tf.function(run).get_concrete_function(self._x, *args)
