@@ -14,7 +14,7 @@ extracts each (`tips_keras.extraction.extract`, recalibrated), exports float32 a
   within 1.3x of the FLOPs ratio).
 
 With ``--qat-epochs N`` each sub-network is also fine-tuned with tfmot quantization-aware training
-(`tips_keras.qat`, optional ``qat`` extra) and its int8 accuracy printed beside PTQ's.
+(`tflite_export.qat`, optional ``qat`` extra) and its int8 accuracy printed beside PTQ's.
 
 Usage:
     python benchmarks/export_benchmark.py                 # ~4 min training (cached) + ~5 min
@@ -57,7 +57,7 @@ def parse_args(argv=None):
                    help="configurations evaluated per exit and budget")
     p.add_argument("--latency-runs", type=int, default=1000)
     p.add_argument("--qat-epochs", type=int, default=0,
-                   help="also fine-tune each sub-network with tfmot QAT (tips_keras.qat) for this "
+                   help="also fine-tune each sub-network with tfmot QAT (tflite_export.qat) for this "
                         "many epochs and report its int8 accuracy (0: off)")
     p.add_argument("--qat-size", type=int, default=4000, help="training images for QAT")
     p.add_argument("--retrain", action="store_true", help="ignore the cached supernet")
@@ -185,7 +185,7 @@ def main(argv=None):
             row["keras_acc"] = report.accuracy["keras_accuracy"]
             row[f"{q}_path"] = str(Path(report.out_dir) / "model.tflite")
         if args.qat_epochs:
-            from tips_keras import qat
+            from tflite_export import qat
 
             result = qat.quantization_aware_finetune(
                 sub, data.x_train[: args.qat_size], data.y_train[: args.qat_size],

@@ -15,9 +15,13 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
    configuration) with per-configuration BatchNorm recalibration (the defaults, 512 training
    images; one row with 1,024) and 2,000 validation images on the demo supernet; how it grows with
    the number of gates (6, 12, 24: 2, 4, 8 blocks per stage) and with the validation size (500,
-   1,000, 2,000); where the time goes (the fused recalibrate-and-evaluate call, and each of its
-   parts alone; the rest: keras-tuner and FLOPs); and the floor: the plain Keras model of the
-   smallest and the largest configuration classifying the same validation images.
+   1,000, 2,000); where the time goes (`ConfigEvaluator.evaluate`, and each of its parts alone:
+   calibration passes, evaluation; the rest: keras-tuner and FLOPs); the floor: the plain Keras
+   model of the smallest and the largest configuration classifying the same validation images;
+   and the fused call (`Recalibrator.fused`: save, calibration passes, evaluation, restore in one
+   compiled call): its trace time, its steady time per configuration against the separate compiled
+   calls (interleaved), and the number of evaluations after which it pays for its trace (what
+   `tips_keras.training.evaluation.FUSE_AFTER` is set from).
 """
 
 import argparse
@@ -154,25 +158,62 @@ def search_rate(widths, blocks, x_train, x_val, y_val, trials, recal_batches=4):
                                         overwrite=True, recalibration_data=x_train[:1024],
                                         recalibration_batches=recal_batches, progress=False)
         ev = search.evaluator
-        for exit_index in range(model.config_space.num_exits):  # every layer checked, then the
-            ev.evaluate((exit_index, [1] * model.config_space.num_gates))  # fused call traced once
-        ev.evaluate("largest")
-        ev.evaluations, ev.seconds = 0, 0.0
+        for exit_index in range(model.config_space.num_exits):  # every layer checked, every
+            ev.evaluate((exit_index, [1] * model.config_space.num_gates))  # compiled call traced
+        ev.evaluations, ev.seconds = 0, 0.0  # (fewer than FUSE_AFTER trials: the separate calls)
         start, cpu = time.perf_counter(), time.process_time()
         front = search.run()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     n = max(ev.evaluations, 1)
     # Where the time goes, on a sample of the evaluated configurations: the calibration passes
-    # alone, and the evaluation alone (both compiled); the fused call does both in one dispatch.
+    # alone, and the evaluation alone (both compiled).
     sample = [p.config for p in front.points[:: max(1, len(front.points) // 8)]]
     ev.recalibrator.save()
     recal_s = statistics.mean(_timed(lambda c=c: ev.recalibrator(c))[0] for c in sample)
     ev.recalibrator.restore()  # the shared statistics back before timing the evaluation
     eval_s = statistics.mean(_timed(lambda c=c: ev.accuracy(c))[0] for c in sample)
     return dict(configs=ev.evaluations, per_s=ev.evaluations / wall, cpu_per_config=cpu / n,
-                fused_ms=ev.seconds / n * 1e3, other_ms=(wall - ev.seconds) / n * 1e3,
+                evaluate_ms=ev.seconds / n * 1e3, other_ms=(wall - ev.seconds) / n * 1e3,
                 recal_ms=recal_s * 1e3, eval_ms=eval_s * 1e3, gates=model.config_space.num_gates,
                 recal_images=ev.recalibrator.num_images)
+
+
+def fused_cost(x_train, x_val, y_val, configs=24, repeats=3):
+    """The fused call against the separate compiled calls on the demo supernet, interleaved.
+
+    Returns:
+        ``{"trace": (wall, cpu), "separate": (wall, cpu), "fused": (wall, cpu)}`` in seconds (the
+        trace: the first fused call minus a steady one; the others: per configuration, median over
+        ``repeats`` rounds of ``configs`` random configurations).
+    """
+    from tips_keras.training.evaluation import ConfigEvaluator
+
+    model = supernet(DEMO_WIDTHS, 2)
+    space = model.config_space
+    rng = np.random.default_rng(0)
+    sample = [(int(rng.integers(space.num_exits)), rng.integers(0, 2, space.num_gates).tolist())
+              for _ in range(configs)]
+    separate = ConfigEvaluator(model, (x_val, y_val), recalibration_data=x_train[:512], fuse_after=None)
+    fused = ConfigEvaluator(model, (x_val, y_val), recalibration_data=x_train[:512], fuse_after=0)
+    fused.recalibrator = separate.recalibrator  # the same compiled calibration pass, layers checked
+    for exit_index in range(space.num_exits):
+        separate.evaluate((exit_index, [1] * space.num_gates))
+
+    def clock(fn):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    first = clock(lambda: fused.evaluate(sample[0]))  # traces the fused call
+    rounds = {"separate": [], "fused": []}
+    for _ in range(repeats):
+        for name, ev in (("separate", separate), ("fused", fused)):
+            total = clock(lambda ev=ev: [ev.evaluate(c) for c in sample])
+            rounds[name].append((total[0] / configs, total[1] / configs))
+    out = {name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows))
+           for name, rows in rounds.items()}
+    out["trace"] = (first[0] - out["fused"][0], first[1] - out["fused"][1])
+    return out
 
 
 def floor_row(x_val):
@@ -193,10 +234,11 @@ def search_table(splits, trials, quick):
     print(f"\n## 2. search: configurations/s with per-configuration BatchNorm recalibration "
           f"(ExitSearch defaults: 4 x 128 = 512 training images; one row with 1,024), random oracle, "
           f"{trials} trials")
-    print("fused ms: the compiled call per configuration (save statistics, calibration passes, evaluation, "
-          "restore); other: keras-tuner, oracle, FLOPs; recal / eval ms: each part alone on 8 of the configurations")
+    print("evaluate ms: ConfigEvaluator.evaluate per configuration (save statistics, calibration passes, "
+          "evaluation, restore); other: keras-tuner, oracle, FLOPs; recal / eval ms: each part alone on 8 of the "
+          "configurations")
     print(f"{'gates':>5} {'val images':>10} {'recal images':>12} {'configs/s':>9} {'cpu s/config':>12} "
-          f"{'fused ms':>8} {'other ms':>8} {'recal ms':>8} {'eval ms':>8}")
+          f"{'evaluate ms':>11} {'other ms':>8} {'recal ms':>8} {'eval ms':>8}")
     cases = [(2, 2000, 4), (4, 2000, 4), (8, 2000, 4), (2, 500, 4), (2, 1000, 4), (2, 2000, 8)]
     if quick:
         cases = [(2, 500, 4)]
@@ -205,7 +247,8 @@ def search_table(splits, trials, quick):
         r = search_rate(DEMO_WIDTHS, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], trials,
                         recal_batches)
         print(f"{r['gates']:>5} {n_val:>10} {r['recal_images']:>12} {r['per_s']:>9.2f} {r['cpu_per_config']:>12.3f} "
-              f"{r['fused_ms']:>8.0f} {r['other_ms']:>8.0f} {r['recal_ms']:>8.0f} {r['eval_ms']:>8.0f}", flush=True)
+              f"{r['evaluate_ms']:>11.0f} {r['other_ms']:>8.0f} {r['recal_ms']:>8.0f} {r['eval_ms']:>8.0f}",
+              flush=True)
     n_val = 500 if quick else 2000
     keras.backend.clear_session()
     floor = floor_row(splits.x_val[:n_val])
@@ -213,6 +256,15 @@ def search_table(splits, trials, quick):
           f"validation images in one compiled call, no recalibration: smallest {floor['smallest'][0] * 1e3:.0f} ms "
           f"wall ({floor['smallest'][1] * 1e3:.0f} ms CPU), largest {floor['largest'][0] * 1e3:.0f} ms wall "
           f"({floor['largest'][1] * 1e3:.0f} ms CPU); 20 configurations/s leaves 50 ms for recalibration and evaluation")
+    keras.backend.clear_session()
+    cost = fused_cost(splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], configs=4 if quick else 24)
+    saving = [cost["separate"][i] - cost["fused"][i] for i in (0, 1)]
+    pays = ["never" if d <= 0 else f"{cost['trace'][i] / d:.0f}" for i, d in enumerate(saving)]
+    print(f"fused call (save, calibration passes, evaluation, restore in one compiled call; {n_val} validation, "
+          f"512 calibration images): trace {cost['trace'][0]:.2f} s wall ({cost['trace'][1]:.2f} s CPU); per "
+          f"configuration {cost['fused'][0] * 1e3:.0f} ms wall ({cost['fused'][1] * 1e3:.0f} ms CPU) vs separate "
+          f"compiled calls {cost['separate'][0] * 1e3:.0f} ms ({cost['separate'][1] * 1e3:.0f} ms CPU); it pays "
+          f"for its trace after {pays[0]} evaluations by wall time, {pays[1]} by CPU time")
 
 
 def main():

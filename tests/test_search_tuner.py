@@ -57,6 +57,8 @@ def test_evaluator_rejects_bad_data(trained, blobs):
         ConfigEvaluator(trained, (blobs[2], blobs[3][:5]))
     with pytest.raises(ValueError, match="`batch_size`"):
         ConfigEvaluator(trained, (blobs[2], blobs[3]), batch_size=0)
+    with pytest.raises(ValueError, match=r"argument `fuse_after`.*Received: fuse_after=-1"):
+        ConfigEvaluator(trained, (blobs[2], blobs[3]), fuse_after=-1)
 
 
 def test_search_enforces_budgets_without_training_or_rebuilding(trained, blobs, tmp_path):
@@ -90,11 +92,12 @@ def test_fused_recalibration_matches_the_checked_path(trained, blobs):
     # the same accuracy as recalibrating, evaluating and restoring step by step.
     shared = [bn.moving_variance.numpy().copy() for bn in batchnorm_layers(trained)]
     fused = ConfigEvaluator(trained, (blobs[2], blobs[3]), batch_size=48, recalibration_data=blobs[0],
-                            recalibration_batches=2, recalibration_batch_size=64)
+                            recalibration_batches=2, recalibration_batch_size=64, fuse_after=2)
     checked = ConfigEvaluator(trained, (blobs[2], blobs[3]), batch_size=48, recalibration_data=blobs[0],
-                              recalibration_batches=2, recalibration_batch_size=64)
+                              recalibration_batches=2, recalibration_batch_size=64, fuse_after=None)
     gains = []
-    for config in ("largest", "smallest", (1, [0, 1, 1, 0]), (0, [1, 0, 0, 0]), "largest"):
+    for i, config in enumerate(("largest", "smallest", (1, [0, 1, 1, 0]), (0, [1, 0, 0, 0]), "largest")):
+        assert bool(fused.recalibrator._fused) == (i > 2)  # traced at the first call after fuse_after
         result = fused.evaluate(config)
         assert set(result) == {"accuracy", "flops", "params"}  # no shared-statistics pass by default
         with checked.recalibrator.applied(config):
@@ -102,7 +105,7 @@ def test_fused_recalibration_matches_the_checked_path(trained, blobs):
         gains.append(result["accuracy"] - checked.accuracy(config))
         for bn, variance in zip(batchnorm_layers(trained), shared):
             np.testing.assert_array_equal(bn.moving_variance.numpy(), variance)  # restored
-    assert fused.recalibrator._fused  # the fused call ran, not only the checked fallback
+    assert fused.recalibrator._fused and not checked.recalibrator._fused
     assert fused.trace_count == 1 and fused.recalibrator.trace_count == 2  # checked + fused trace
     assert max(gains) > 0  # recalibration changed some accuracy: the fused call really recalibrates
 

@@ -11,7 +11,8 @@ print(report.table())
 
 int8 exports also list float ops left in the model (``strict_int8=True`` refuses them) and, with
 tflite-micro installed (the ``micro`` extra), run in the TensorFlow Lite Micro interpreter: the
-measured arena goes to ``model_data.h`` and ``manifest.json``.
+measured arena goes to ``model_data.h`` and ``manifest.json``. `quantization_aware_finetune` (the
+``qat`` extra) fine-tunes a sub-network with tfmot before the int8 conversion.
 
 TensorFlow / Keras are imported lazily (on the first conversion).
 """
@@ -45,6 +46,7 @@ from tflite_export.micro_run import (
     verify_micro,
 )
 from tflite_export.purity import check_int8_purity, int8_purity
+from tflite_export.qat import QATResult, quantization_aware_finetune
 from tflite_export.report import ExportReport
 from tflite_export.verify import evaluate, inspect_model, list_ops, run_tflite
 
@@ -56,6 +58,7 @@ __all__ = [
     "ArenaEstimate", "TFLM_BUILTIN_OPS",
     "measure_arena", "verify_micro", "run_micro", "tflm_version", "MicroArena", "ARENA_MARGIN",
     "int8_purity", "check_int8_purity",
+    "quantization_aware_finetune", "QATResult",
     "save_serving_model", "verify_signature",
     "SIGNATURE_KEY", "INPUT_NAME", "OUTPUT_NAME",
 ]

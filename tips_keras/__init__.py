@@ -23,7 +23,6 @@ from tips_keras import dtmc
 from tips_keras import extraction
 from tips_keras import io
 from tips_keras import plots
-from tips_keras import qat
 from tips_keras import search
 from tips_keras.extraction import extract
 from tips_keras.io import load_supernet

@@ -5,8 +5,9 @@
 configuration is switched with `AnytimeModel.set_config` (one variable assign), so the function is
 traced once for the whole search: no per-call overhead of ``model.evaluate`` (callbacks, data
 adapter, metric objects), no re-tracing, no rebuilt model. Optional BatchNorm recalibration per
-configuration runs in the same compiled call as the evaluation (`Recalibrator.fused`: save the
-shared statistics, calibration passes, evaluation, restore), one dispatch per configuration.
+configuration runs in compiled calls too: a calibration pass and the evaluation, and for long
+searches (``fuse_after``) one fused call (`Recalibrator.fused`: save the shared statistics,
+calibration passes, evaluation, restore), one dispatch per configuration.
 """
 
 import hashlib
@@ -18,6 +19,12 @@ import tensorflow as tf
 
 from tips_keras.supernet import analytic_flops
 from tips_keras.training.batchnorm import Recalibrator
+
+
+# Evaluations before the fused call is traced: on the demo supernet (2,000 validation, 512 calibration
+# images) its trace took 3.9 s and it saved 26 ms wall / 12 ms CPU per configuration, so it paid for
+# itself after 148 (wall) to 307 (CPU) evaluations (benchmarks/speed_benchmark.py --sections 2).
+FUSE_AFTER = 256
 
 
 def _labels(y, n):
@@ -51,10 +58,15 @@ class ConfigEvaluator:
         report_shared_statistics: when recalibrating, also evaluate each configuration with the
             supernet's shared statistics and report it as ``accuracy_no_recal`` (a diagnostic of
             what recalibration gains; it doubles the evaluation time).
+        fuse_after: when recalibrating, the number of evaluations that run through separate
+            compiled calls (recalibrate, evaluate, restore) before the fused call is traced and
+            used; ``None`` never fuses. Tracing the fused call costs seconds and saves
+            milliseconds per configuration (``benchmarks/speed_benchmark.py`` measures both), so
+            only long searches gain; a ``fit``'s validation (two configurations per epoch) does not.
 
     Attributes:
         trace_count: how many times the evaluation loop was traced: once per compiled function
-            (the plain evaluation, and the fused recalibrate-and-evaluate call when recalibrating),
+            (the plain evaluation, and the fused call once `fuse_after` evaluations are done),
             never once per configuration.
         evaluations / seconds: number of `evaluate` calls and the time (s) they took in total.
 
@@ -68,7 +80,8 @@ class ConfigEvaluator:
     """
 
     def __init__(self, model, validation_data, batch_size=256, recalibration_data=None,
-                 recalibration_batches=4, recalibration_batch_size=128, report_shared_statistics=False):
+                 recalibration_batches=4, recalibration_batch_size=128, report_shared_statistics=False,
+                 fuse_after=FUSE_AFTER):
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("Invalid value for argument `validation_data`. Expected a tuple "
                              f"(x_val, y_val). Received: {type(validation_data).__name__}")
@@ -80,6 +93,10 @@ class ConfigEvaluator:
                 f"of shape (N, {', '.join(map(str, expected))}). Received: x of shape {x.shape}"
             )
         y = _labels(validation_data[1], len(x))
+        if fuse_after is not None and (isinstance(fuse_after, bool) or not isinstance(fuse_after, int)
+                                       or fuse_after < 0):
+            raise ValueError("Invalid value for argument `fuse_after`. Expected None or a non-negative "
+                             f"integer. Received: fuse_after={fuse_after!r}")
         for arg, value in (("batch_size", batch_size), ("recalibration_batches", recalibration_batches),
                            ("recalibration_batch_size", recalibration_batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -106,6 +123,7 @@ class ConfigEvaluator:
         self.recalibration_batches = recalibration_batches
         self.recalibration_batch_size = recalibration_batch_size
         self.report_shared_statistics = bool(report_shared_statistics)
+        self.fuse_after = fuse_after
         self.trace_count = 0
         self.evaluations, self.seconds = 0, 0.0
         self.function = tf.function(self._count_correct)
@@ -165,7 +183,11 @@ class ConfigEvaluator:
         else:
             if self.report_shared_statistics:
                 result["accuracy_no_recal"] = self.accuracy()
-            correct = self.recalibrator.fused(self.function, self._x, self._y)
+            if self.fuse_after is not None and self.evaluations >= self.fuse_after:
+                correct = self.recalibrator.fused(self.function, self._x, self._y)
+            else:
+                with self.recalibrator.applied():
+                    correct = self.function(self._x, self._y)
             result["accuracy"] = int(correct) / self.num_examples
         self.evaluations += 1
         self.seconds += time.perf_counter() - start

@@ -1,6 +1,6 @@
-"""The child process of `tips_keras.qat` (tf_keras + tfmot): rebuild the sub-network in tf_keras,
+"""The child process of `tflite_export.qat` (tf_keras + tfmot): rebuild the sub-network in tf_keras,
 annotate, quantization-aware fine-tune, convert to int8 TFLite. Loaded by file path, so it imports
-nothing of tips_keras (which imports Keras 3); not a public API."""
+nothing of tips_keras or tflite_export (Keras 3); not a public API."""
 
 import json
 from pathlib import Path

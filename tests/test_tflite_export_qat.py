@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
     reason="tensorflow-model-optimization / tf_keras not installed (optional `qat` extra)",
 )
 
-from tips_keras import qat  # noqa: E402
+from tflite_export import qat  # noqa: E402
 
 
 @pytest.fixture(scope="module")
