@@ -266,10 +266,15 @@ class AnytimeModel(keras.Model):
         step (k paths, every exit, distillation) is the costliest graph of ``fit``: measured on the
         tests' 4-gate supernet, two traces of about 11 s each. Here the default strategy takes the
         same symbolic build, so the step is traced once (``fit`` resets the iterator afterwards, as
-        it does under a strategy). Pinned to keras 3.15.1's private trainer hook.
+        it does under a strategy). Once everything is built (later ``fit`` calls, the validation
+        ``evaluate`` of every epoch) no batch is read. Pinned to keras 3.15.1's private trainer hook.
         """
         if self._distribute_strategy is not None:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        parts = (getattr(self, "optimizer", None), self._compile_metrics, self._compile_loss)
+        if all(part is None or part.built for part in parts) and all(
+                layer.built for layer in self._flatten_layers()):
+            return
         if iterator is not None:
             for _, _, batches in iterator:
                 data_batch = next(batches)
