@@ -82,6 +82,8 @@ VARIANTS = {
     "tips[p20-80]": ("tips", {"p_min": 0.2, "p_max": 0.8}),
     # The menu first: the important paths of the menu's budgets are the only drawn paths.
     "tips[menu]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0}),
+    # ... and each path learns at its own exit only (the largest path as the network trained alone).
+    "tips[menu-exits-active]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0, "exits": "active"}),
     "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),

@@ -6,8 +6,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tips_keras as tips
+
+# Grappler (TensorFlow's graph optimizer) rewrites each compiled function before its first run:
+# ~3.5 s of a 14 s `fit` of the tiny supernet below (measured, stop 21), paid again by every fit
+# of a fresh model, while these tests run a handful of steps. It changes speed, not results, so
+# the tests run without it (as do the worker processes that import this module, and the --quick
+# benchmark run); the notebooks and the QAT child run in processes of their own with TensorFlow's
+# default and cover the optimized graphs end to end (the default recipe's training, the search,
+# extraction, TFLite conversion, quantization-aware training). TIPS_TEST_GRAPPLER=1 runs every
+# test with it.
+if os.environ.get("TIPS_TEST_GRAPPLER") != "1":
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def tiny_supernet(**kwargs):
@@ -31,11 +43,16 @@ def make_blobs(n, seed=0, size=12, classes=4):
     return x, y.astype("int32")
 
 
-@pytest.fixture
-def supernet():
+def compiled_supernet():
+    """`tiny_supernet` compiled with Adam, sparse cross-entropy and accuracy (for module fixtures)."""
     model = tiny_supernet()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+@pytest.fixture
+def supernet():
+    return compiled_supernet()
 
 
 @pytest.fixture(scope="session")

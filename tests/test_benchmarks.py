@@ -9,14 +9,24 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "compare_samplers.py")
+# Runs the script as `python SCRIPT ARGS...` would, without Grappler unless TIPS_TEST_GRAPPLER=1
+# (as every test process: see tests/conftest.py; the notebooks keep TensorFlow's default).
+RUNNER = """
+import os, runpy, sys
+import tensorflow as tf
+if os.environ.get("TIPS_TEST_GRAPPLER") != "1":
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare_quick")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", str(out)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-c", RUNNER, SCRIPT, "--quick", "--out", str(out)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return out, result.stdout
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tips_keras as tips
-from tests.conftest import tiny_supernet
+from tests.conftest import compiled_supernet, tiny_supernet
 from tips_keras.training import importance as importance_lib
 from tips_keras.training import optimizer as optimizer_lib
 from tips_keras.training.batchnorm import recalibrated
@@ -32,6 +32,7 @@ def test_default_recipe_with_each_sampler(sampler, supernet, blobs):
         assert len(history.history[key]) == 1 and 0.0 <= history.history[key][0] <= 1.0
     assert supernet.get_active_config() == space.largest()  # eval_config after fit
     assert supernet.training_step is None and not optimizer_lib.is_masked(supernet.optimizer)
+    assert callback.signal is None and callback._signals == [] and not callback.step.record_signals
 
 
 @pytest.mark.parametrize("sampler, k", [("tips", 1), ("uniform", 1), ("sandwich", 4), ("stochastic_depth", 1)])
@@ -44,9 +45,20 @@ def test_single_path_recipe_is_the_old_rule(sampler, k, supernet, blobs):
     assert callback.step.exits == "active" and callback.step.teacher is None
 
 
-def test_budget_paths_importance_is_the_share_of_budgets_whose_best_path_uses_the_gate(supernet, blobs):
-    callback = tips.TIPSCallback(sampler="tips", p_min=0.1, p_max=0.9, budgets=(0.3, 0.6, 0.9))
+BUDGET_OPTIONS = dict(sampler="tips", p_min=0.1, p_max=0.9, budgets=(0.3, 0.6, 0.9))
+
+
+@pytest.fixture(scope="module")
+def budget_fit(blobs):
+    """One 2-epoch fit with TIPS budget paths; the tests below only read its results."""
+    supernet = compiled_supernet()
+    callback = tips.TIPSCallback(**BUDGET_OPTIONS)
     supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=2, callbacks=[callback], verbose=0)
+    return supernet, callback
+
+
+def test_budget_paths_importance_is_the_share_of_budgets_whose_best_path_uses_the_gate(budget_fit):
+    supernet, callback = budget_fit
     full = tips.flops(supernet, "largest")
     paths = callback.important_paths
     assert set(paths) == {0.3, 0.6, 0.9}
@@ -101,24 +113,17 @@ def test_marginal_importance_comes_from_the_recorded_losses(supernet, blobs):
         tips.TIPSCallback(importance="tas")
 
 
-def test_no_signal_records_nothing(supernet, blobs):
-    callback = tips.TIPSCallback(sampler="tips", seed=3)
-    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
-    assert callback._signals == [] and len(callback._records) == 2
-
-
 # The fresh model's optimizer is not built, so Keras skips the saved optimizer state (and says so):
 # only the controller's variables matter here.
 @pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
-def test_sampler_state_is_restored_from_the_weights(tmp_path, supernet, blobs):
-    first = tips.TIPSCallback(sampler="tips", p_min=0.0, p_max=1.0)
-    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[first], verbose=0)
+def test_sampler_state_is_restored_from_the_weights(tmp_path, budget_fit):
+    supernet, first = budget_fit
     path = tmp_path / "w.weights.h5"
     supernet.save_weights(path)
     fresh = tiny_supernet()
     fresh.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     fresh.load_weights(path)
-    second = tips.TIPSCallback(sampler="tips", p_min=0.0, p_max=1.0)
+    second = tips.TIPSCallback(**BUDGET_OPTIONS)
     second.set_model(fresh)
     second.on_train_begin()
     np.testing.assert_allclose(second.sampler.gate_probs, first.sampler.gate_probs, atol=1e-6)
@@ -150,22 +155,31 @@ def test_explicit_recalibration_data_recalibrates_before_validation(supernet, bl
     np.testing.assert_allclose(stem.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_auto_calibration_sample_comes_from_fit_and_stays_on_the_model(supernet, blobs):
+@pytest.fixture(scope="module")
+def reported_fit(blobs, tmp_path_factory):
+    """2 epochs with two reported configurations, a CSVLogger and ``validation_split`` (so the
+    calibration sample is drawn from ``fit``'s own data); the tests below only read it."""
     x, y, _, _ = blobs
-    supernet.fit(x[:100], y[:100], batch_size=32, epochs=1, validation_split=0.2,
-                 callbacks=[tips.TIPSCallback(calibration_size=50)], verbose=0)
+    supernet = compiled_supernet()
+    log = tmp_path_factory.mktemp("csv") / "log.csv"
+    callback = tips.TIPSCallback(calibration_size=50,
+                                 report_configs={"tiny": "smallest", "mid": (0, [1, 1, 0, 0])})
+    history = supernet.fit(x[:100], y[:100], batch_size=32, epochs=2, validation_split=0.2,
+                           callbacks=[keras.callbacks.CSVLogger(str(log)), callback], verbose=0)
+    return supernet, history, log
+
+
+def test_auto_calibration_sample_comes_from_fit_and_stays_on_the_model(reported_fit, blobs):
+    supernet, x = reported_fit[0], blobs[0]
     sample = tips.training.calibration.calibration_data(supernet)
     assert sample.shape == (50, 12, 12, 1)
     rows = {tuple(r.ravel()[:5]) for r in x[:80]}  # the training part only (Keras validates on the last 20)
     assert all(tuple(r.ravel()[:5]) in rows for r in sample)
 
 
-def test_deployed_accuracies_reach_history_and_csv_logger(tmp_path, supernet, blobs):
-    x, y, xv, yv = blobs
-    log = tmp_path / "log.csv"
-    callback = tips.TIPSCallback(report_configs={"tiny": "smallest", "mid": (0, [1, 1, 0, 0])})
-    history = supernet.fit(x[:64], y[:64], batch_size=32, epochs=2, validation_data=(xv[:40], yv[:40]),
-                           callbacks=[keras.callbacks.CSVLogger(str(log)), callback], verbose=0)
+def test_deployed_accuracies_reach_history_and_csv_logger(reported_fit, blobs):
+    supernet, history, log = reported_fit
+    xv, yv = blobs[0][80:100], blobs[1][80:100]  # what validation_split=0.2 held out
     with open(log) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2
@@ -173,37 +187,47 @@ def test_deployed_accuracies_reach_history_and_csv_logger(tmp_path, supernet, bl
         assert [float(r[key]) for r in rows] == pytest.approx(history.history[key])
     # The logged value is that configuration recalibrated on the calibration sample.
     with recalibrated(supernet, "smallest", tips.training.calibration.calibration_data(supernet)):
-        accuracy = supernet.evaluate(xv[:40], yv[:40], verbose=0)[1]
+        accuracy = supernet.evaluate(xv, yv, verbose=0)[1]
     assert history.history["val_tiny_accuracy"][-1] == pytest.approx(accuracy, abs=1e-6)
 
 
-def test_cosine_schedule_sets_the_learning_rate_per_step_and_restores_it(supernet, blobs):
-    seen = []
+@pytest.fixture(scope="module")
+def ema_fit(blobs):
+    """2 epochs of 4 steps with warm-up, ``final_weights="ema"``, the learning rate read before
+    each step and the teacher's `copy_to` calls recorded; the tests below only read them."""
+    supernet, seen, copied = compiled_supernet(), [], []
 
     class Probe(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
+    original = tips.training.teacher.EMATeacher.copy_to
     supernet.optimizer.learning_rate = 0.01
-    supernet.fit(blobs[0][:128], blobs[1][:128], batch_size=32, epochs=2, verbose=0,
-                 callbacks=[Probe(), tips.TIPSCallback(warmup=0.25)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tips.training.teacher.EMATeacher, "copy_to",
+                      lambda self, model: copied.append(self) or original(self, model))
+        supernet.fit(blobs[0][:128], blobs[1][:128], batch_size=32, epochs=2, verbose=0,
+                     callbacks=[Probe(), tips.TIPSCallback(warmup=0.25, final_weights="ema")])
+    return supernet, seen, copied
+
+
+def test_cosine_schedule_sets_the_learning_rate_per_step_and_restores_it(ema_fit):
+    supernet, seen, _ = ema_fit
     expected = [0.01 * warmup_cosine(s, 8, 2) for s in range(8)]
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
     assert float(keras.ops.convert_to_numpy(supernet.optimizer.learning_rate)) == pytest.approx(0.01)
 
 
-def test_an_optimizer_schedule_of_the_user_is_kept(blobs):
-    model = tiny_supernet()
-    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 1, 0.5)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
-    model.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[tips.TIPSCallback()], verbose=0)
-    assert model.optimizer._learning_rate is schedule
-
-
-def test_masked_updates_keep_the_weights_of_branches_no_path_used(blobs):
+@pytest.fixture(scope="module")
+def masked_fit(blobs):
+    """A user's AdamW with a learning-rate schedule and weight decay; gate 3 is never drawn (no
+    sandwich, no teacher). Returns the model, the schedule, and gate 3's / gate 2's branch
+    weights before training; the tests below only read them."""
     keras.utils.set_random_seed(0)
     model = tiny_supernet()
-    model.compile(optimizer=keras.optimizers.AdamW(0.01, weight_decay=0.1), loss="sparse_categorical_crossentropy")
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 1, 0.5)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.1),
+                  loss="sparse_categorical_crossentropy")
     never = tips.training.sampling.Sampler(model.config_space)  # gate 3 always off
     never.gate_probs = np.array([1.0, 1.0, 1.0, 0.0])
     branch, used = model.get_layer("stage1_block1").layer, model.get_layer("stage1_block0").layer
@@ -211,18 +235,24 @@ def test_masked_updates_keep_the_weights_of_branches_no_path_used(blobs):
     used_before = used.trainable_weights[0].numpy().copy()
     model.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, verbose=0,
               callbacks=[tips.TIPSCallback(sampler=lambda space: never, sandwich=False, distillation=0.0)])
+    return model, schedule, before, used_before
+
+
+def test_an_optimizer_schedule_of_the_user_is_kept(masked_fit):
+    model, schedule, _, _ = masked_fit
+    assert model.optimizer._learning_rate is schedule  # the callback's cosine schedule stands aside
+
+
+def test_masked_updates_keep_the_weights_of_branches_no_path_used(masked_fit):
+    model, _, before, used_before = masked_fit
+    branch, used = model.get_layer("stage1_block1").layer, model.get_layer("stage1_block0").layer
     for w, b in zip(branch.trainable_weights, before):
         np.testing.assert_array_equal(w.numpy(), b)  # AdamW's decay alone would have shrunk them
     assert not np.array_equal(used.trainable_weights[0].numpy(), used_before)  # a used branch trained
 
 
-def test_final_weights_ema_copies_the_teacher(supernet, blobs, monkeypatch):
-    copied = []
-    original = tips.training.teacher.EMATeacher.copy_to
-    monkeypatch.setattr(tips.training.teacher.EMATeacher, "copy_to",
-                        lambda self, model: copied.append(self) or original(self, model))
-    supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, verbose=0,
-                 callbacks=[tips.TIPSCallback(final_weights="ema")])
+def test_final_weights_ema_copies_the_teacher(ema_fit):
+    supernet, _, copied = ema_fit
     assert len(copied) == 1
     for t, w in zip(copied[0].network.trainable_weights, supernet.trainable_weights):
         np.testing.assert_array_equal(t.numpy(), w.numpy())

@@ -10,7 +10,16 @@ process (`WORKER`), which reports what it saw as JSON. Checked:
   sampling probabilities, importance, update count), the same step-paths variable and the same
   trainable weights (gradients all-reduced);
 * the default recipe runs there (EMA teacher, masked updates), and validation with BatchNorm
-  recalibration and the deployed report (compiled functions in cross-replica context) works.
+  recalibration and the deployed report (compiled functions in cross-replica context) works;
+* per-path training signals (issue 16): `AnytimeStep.path_signals()` column 0 is the path's loss,
+  the mean over the replicas, not scaled for distribution (the old value was replica 0's loss
+  divided by the replica count). Each replica normalises BatchNorm with its own half of the batch
+  (Keras' BatchNormalization is not synchronised across replicas), so the exact single-device
+  counterpart of a two-replica step is the mean of the single-device losses of the two halves:
+  compared to 1e-5; the full-batch single-device loss differs only by the BatchNorm batch
+  statistics (checked loosely).
+
+One child process runs both (it starts TensorFlow once).
 
 Accuracy against single-device training (3 seeds each): ``benchmarks/distribute_benchmark.py``.
 """
@@ -22,6 +31,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,6 +47,7 @@ import keras
 import numpy as np
 import tips_keras as tips
 from tips_keras.supernet.layers import SubnetController
+from tips_keras.training.step import AnytimeStep
 from tests.conftest import make_blobs, tiny_supernet
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -110,16 +121,56 @@ report = {
     "active_config": model.get_active_config().to_dict(),
 }
 print("REPORT" + json.dumps(report))
+
+# -- per-path training signals: one step under the strategy, and on one device ------------
+xs3, ys3 = make_blobs(32, seed=3)
+keras.utils.set_random_seed(0)
+
+def build():
+    model = tiny_supernet()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    return model
+
+with strategy.scope():
+    dist = build()
+single = build()
+single.set_weights(dist.get_weights())
+space = dist.config_space
+paths = np.stack([space.largest().to_vector(), space.resolve((0, [1, 0, 0, 0])).to_vector(),
+                  space.smallest().to_vector()])
+
+def signals(model, xs, ys):
+    step = AnytimeStep(model, paths_per_step=len(paths), record_signals=True)
+    model.set_training_step(step)
+    step.set_paths(paths)
+    model.fit(xs, ys, batch_size=len(xs), epochs=1, shuffle=False, verbose=0)  # one step
+    out = step.path_signals().tolist()
+    model.set_training_step(None)
+    return out
+
+signals_report = {
+    "distributed": signals(dist, xs3, ys3),
+    "halves": [signals(single, xs3[:16], ys3[:16]), signals(single, xs3[16:], ys3[16:])],
+    "full": signals(single, xs3, ys3),
+}
+print("SIGNALS" + json.dumps(signals_report))
 """
 
 
-def test_mirrored_strategy_trains_the_same_subnetwork_on_every_replica(tmp_path):
+@pytest.fixture(scope="module")
+def child():
+    """Runs `WORKER` once; returns its two reports (training, per-path signals)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", WORKER, str(ROOT)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=400)
+                          capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT")][-1]
-    report = json.loads(line[len("REPORT"):])
+    lines = proc.stdout.splitlines()
+    return tuple(json.loads([ln for ln in lines if ln.startswith(tag)][-1][len(tag):])
+                 for tag in ("REPORT", "SIGNALS"))
+
+
+def test_mirrored_strategy_trains_the_same_subnetwork_on_every_replica(child):
+    report = child[0]
     assert report["replicas"] == 2
 
     # 64 examples / global batch 32 = 2 steps per epoch, 2 epochs, 4 paths per step.
@@ -146,3 +197,17 @@ def test_mirrored_strategy_trains_the_same_subnetwork_on_every_replica(tmp_path)
     assert all(0.0 <= a <= 1.0 for a in history["val_largest_accuracy"] + history["val_smallest_accuracy"])
     assert any(key.startswith("importance/") for key in history)
     assert report["active_config"] == {"exit": 1, "gates": [1, 1, 1, 1]}  # eval_config
+
+
+def test_path_loss_under_mirrored_strategy_is_the_single_device_path_loss(child):
+    report = child[1]
+    distributed = np.asarray(report["distributed"])
+    halves = np.asarray(report["halves"])
+    full = np.asarray(report["full"])
+    assert distributed.shape == (3, 2)
+    expected = halves[:, :, 0].mean(axis=0)  # mean over the two replicas' halves
+    np.testing.assert_allclose(distributed[:, 0], expected, rtol=1e-5)
+    # Not replica 0's loss divided by the number of replicas (the old value).
+    assert not np.allclose(distributed[:, 0], halves[0, :, 0] / 2, rtol=0.05)
+    np.testing.assert_allclose(distributed[:, 0], full[:, 0], rtol=0.2)  # BatchNorm statistics only
+    assert np.all(np.isfinite(distributed[:, 1])) and np.all(distributed[:, 1] > 0)

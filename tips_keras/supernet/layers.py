@@ -27,7 +27,8 @@ MAX_IMPORTANT_PATHS = 8  # rows of `SubnetController.important_paths`
 
 
 def _scalar(control, index):
-    return ops.take(control, index)
+    # A strided slice: one op (``ops.take`` adds index normalisation; ~2.5x the tracing time).
+    return control[index]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
