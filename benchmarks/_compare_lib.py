@@ -84,6 +84,9 @@ VARIANTS = {
     "tips[menu]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0}),
     # ... and each path learns at its own exit only (the largest path as the network trained alone).
     "tips[menu-exits-active]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0, "exits": "active"}),
+    # ... every reached exit, but the largest path at its own exit only.
+    "tips[menu-exits-mixed]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0,
+                                        "exits": "reached_except_largest"}),
     "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),

@@ -65,6 +65,22 @@ def test_reached_exits_add_the_loss_of_every_exit_the_trunk_passes(blobs):
                                rtol=1e-4)
 
 
+def test_reached_except_largest_trains_the_largest_path_at_its_own_exit_only(blobs):
+    x, y = blobs[0][:16], blobs[1][:16]
+    model = _sgd_model()
+    paths = ["largest", (1, [1, 0, 1, 0])]
+    step = _with_step(model, paths, exits="reached_except_largest", record_signals=True)
+    model.train_on_batch(x, y)  # builds everything; then compare one step's losses by hand
+    expected = []
+    for path in paths:
+        model.set_config(path)
+        p0, p1 = model.exits_model()(x, training=True)
+        losses = [float(np.mean(keras.losses.sparse_categorical_crossentropy(y, p))) for p in (p0, p1)]
+        expected.append(losses[1] if path == "largest" else sum(losses))
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(step.path_signals()[:, 0], expected, rtol=1e-4)
+
+
 def test_inplace_distillation_changes_the_update_of_smaller_paths(blobs):
     x, y = blobs[0][:16], blobs[1][:16]
     paths = ["largest", "smallest"]

@@ -45,7 +45,8 @@ class TIPSCallback(keras.callbacks.Callback):
             see `tips_keras.training.recipes`. The next nine arguments default to the recipe's.
         paths_per_step: sub-networks trained per batch (gradients averaged in one step).
         sandwich: the largest and the smallest sub-network are paths of every step.
-        exits: ``"reached"`` (every exit a path's trunk reaches learns) or ``"active"``.
+        exits: ``"reached"`` (every exit a path's trunk reaches learns), ``"active"`` or
+            ``"reached_except_largest"`` (the largest path learns at its own exit only).
         teacher: ``"ema"`` (an exponential moving average of the weights, its largest
             configuration) or ``"inplace"`` (the step's first, largest path).
         distillation: weight ``a`` in [0, 1]: the paths after the largest learn
