@@ -18,8 +18,13 @@ import tips_keras as tips
 # default and cover the optimized graphs end to end (the default recipe's training, the search,
 # extraction, TFLite conversion, quantization-aware training). TIPS_TEST_GRAPPLER=1 runs every
 # test with it.
-if os.environ.get("TIPS_TEST_GRAPPLER") != "1":
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+def disable_grappler_unless_asked():
+    """Turns Grappler off in this process unless ``TIPS_TEST_GRAPPLER=1`` (see above)."""
+    if os.environ.get("TIPS_TEST_GRAPPLER") != "1":
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
+disable_grappler_unless_asked()
 
 
 def tiny_supernet(**kwargs):

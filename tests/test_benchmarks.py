@@ -13,9 +13,9 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "compare_samplers.py")
 # (as every test process: see tests/conftest.py; the notebooks keep TensorFlow's default).
 RUNNER = """
 import os, runpy, sys
-import tensorflow as tf
-if os.environ.get("TIPS_TEST_GRAPPLER") != "1":
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+sys.path.insert(0, os.getcwd())  # the repository root (cwd=ROOT)
+from tests.conftest import disable_grappler_unless_asked
+disable_grappler_unless_asked()
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
