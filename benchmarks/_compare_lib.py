@@ -87,6 +87,8 @@ VARIANTS = {
     # ... every reached exit, but the largest path at its own exit only.
     "tips[menu-exits-mixed]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0,
                                         "exits": "reached_except_largest"}),
+    # ... every reached exit, the auxiliary (earlier) exits' weight fading 1 -> 0 (Deeply-Supervised Nets).
+    "tips[menu-aux-fade]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0, "aux_weight": (1.0, 0.0)}),
     "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),

@@ -11,14 +11,16 @@ from tests.conftest import compiled_supernet, tiny_supernet
 from tips_keras.training import importance as importance_lib
 from tips_keras.training import optimizer as optimizer_lib
 from tips_keras.training.batchnorm import recalibrated
-from tips_keras.training.schedule import warmup_cosine
+from tips_keras.training.schedule import aux_weight_at, warmup_cosine
 
 
 @pytest.mark.parametrize("sampler", ["tips", "uniform", "sandwich", "stochastic_depth"])
 def test_default_recipe_with_each_sampler(sampler, supernet, blobs):
     x, y, xv, yv = blobs
     callback = tips.TIPSCallback(sampler=sampler, seed=1)
-    history = supernet.fit(x[:96], y[:96], batch_size=32, epochs=1, validation_data=(xv[:32], yv[:32]),
+    # The deployed validation does not depend on the sampler: checked once, with TIPS.
+    validation = (xv[:32], yv[:32]) if sampler == "tips" else None
+    history = supernet.fit(x[:96], y[:96], batch_size=32, epochs=1, validation_data=validation,
                            callbacks=[callback], verbose=0)
     space = supernet.config_space
     assert [len(r) for r in callback._records] == [4] * 3  # sandwich: largest, smallest + 2 drawn
@@ -29,7 +31,8 @@ def test_default_recipe_with_each_sampler(sampler, supernet, blobs):
     for name in space.gate_names:
         assert history.history[f"importance/{name}"] == [pytest.approx(callback.importance[name])]
     for key in ("val_largest_accuracy", "val_smallest_accuracy", "val_accuracy"):
-        assert len(history.history[key]) == 1 and 0.0 <= history.history[key][0] <= 1.0
+        assert (len(history.history[key]) == 1 and 0.0 <= history.history[key][0] <= 1.0) \
+            if validation else key not in history.history
     assert supernet.get_active_config() == space.largest()  # eval_config after fit
     assert supernet.training_step is None and not optimizer_lib.is_masked(supernet.optimizer)
     assert callback.signal is None and callback._signals == [] and not callback.step.record_signals
@@ -89,9 +92,9 @@ def test_signal_weights_the_dtmc_with_the_measured_path_losses(supernet, blobs, 
     x, y = blobs[0][:96], blobs[1][:96]
     callback = tips.TIPSCallback(sampler="tips", signal="loss", seed=3)
     seen = []
-    original = callback.compute_importance
-    monkeypatch.setattr(callback, "compute_importance",
-                        lambda vectors, weights=None: seen.append(weights) or original(vectors, weights))
+    original = importance_lib.dtmc_importance
+    monkeypatch.setattr(importance_lib, "dtmc_importance",
+                        lambda *args: seen.append(args[-1]) or original(*args))
     supernet.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
     losses = np.concatenate(callback._signals)
     assert losses.shape == (12,) and np.all(np.isfinite(losses)) and np.all(losses > 0)
@@ -193,13 +196,16 @@ def test_deployed_accuracies_reach_history_and_csv_logger(reported_fit, blobs):
 
 @pytest.fixture(scope="module")
 def ema_fit(blobs):
-    """2 epochs of 4 steps with warm-up, ``final_weights="ema"``, the learning rate read before
-    each step and the teacher's `copy_to` calls recorded; the tests below only read them."""
+    """2 epochs of 4 steps with warm-up, ``final_weights="ema"``, fading auxiliary exits, the
+    learning rate and the auxiliary exits' weight read before each step and the teacher's
+    `copy_to` calls recorded; the tests below only read them."""
     supernet, seen, copied = compiled_supernet(), [], []
+    callback = tips.TIPSCallback(warmup=0.25, final_weights="ema", aux_weight=(1.0, 0.2))
 
     class Probe(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        def on_train_batch_begin(self, batch, logs=None):  # runs after TIPSCallback's
+            seen.append((float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                         float(callback.step.aux_weight.numpy())))
 
     original = tips.training.teacher.EMATeacher.copy_to
     supernet.optimizer.learning_rate = 0.01
@@ -207,14 +213,20 @@ def ema_fit(blobs):
         patch.setattr(tips.training.teacher.EMATeacher, "copy_to",
                       lambda self, model: copied.append(self) or original(self, model))
         supernet.fit(blobs[0][:128], blobs[1][:128], batch_size=32, epochs=2, verbose=0,
-                     callbacks=[Probe(), tips.TIPSCallback(warmup=0.25, final_weights="ema")])
+                     callbacks=[Probe(), callback])
     return supernet, seen, copied
+
+
+def test_aux_weight_fades_per_step(ema_fit):
+    _, seen, _ = ema_fit
+    expected = [aux_weight_at((1.0, 0.2), s / 7) for s in range(8)]
+    np.testing.assert_allclose([w for _, w in seen], expected, rtol=1e-6)
 
 
 def test_cosine_schedule_sets_the_learning_rate_per_step_and_restores_it(ema_fit):
     supernet, seen, _ = ema_fit
     expected = [0.01 * warmup_cosine(s, 8, 2) for s in range(8)]
-    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    np.testing.assert_allclose([lr for lr, _ in seen], expected, rtol=1e-6)
     assert float(keras.ops.convert_to_numpy(supernet.optimizer.learning_rate)) == pytest.approx(0.01)
 
 

@@ -158,3 +158,10 @@ def test_tips_focus_draws_the_important_paths():
     np.testing.assert_array_equal(restored.sample(np.random.default_rng(9)), sampler.sample(np.random.default_rng(9)))
     with pytest.raises(ValueError, match="`focus`.*Received"):
         sampling.get_sampler("tips", SPACE, focus=1.5)
+
+
+def test_a_factory_builds_the_user_s_sampler_or_is_refused():
+    own = sampling.UniformSampler(SPACE, paths_per_step=3)
+    assert sampling.get_sampler(lambda space: own, SPACE, paths_per_step=1, p_min=0.2) is own  # options unused
+    with pytest.raises(ValueError, match="callable must return .*Received: dict"):
+        sampling.get_sampler(lambda space: {}, SPACE)

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from tips_keras.training.schedule import check_schedule, warmup_cosine
+from tips_keras.training.schedule import (aux_weight_at, check_aux_weight, check_schedule, training_fraction,
+                                         warmup_cosine)
 
 
 def test_warmup_then_cosine():
@@ -26,3 +27,21 @@ def test_warmup_then_cosine():
 def test_bad_arguments(args, fragment):
     with pytest.raises(ValueError, match=f"`{fragment}`.*Received"):
         check_schedule(*args)
+
+
+def test_aux_weight_fades_by_a_half_cosine_over_the_training_steps():
+    assert check_aux_weight(0.5) == (0.5, 0.5) and check_aux_weight([1, 0]) == (1.0, 0.0)
+    values = [aux_weight_at((1.0, 0.2), training_fraction({"epochs": 2, "steps": 5}, e, b))
+              for e in range(2) for b in range(5)]
+    assert values[0] == 1.0 and values[-1] == pytest.approx(0.2)
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert values[4] + values[5] == pytest.approx(1.2, abs=0.1)  # symmetric about the middle
+    assert aux_weight_at((0.5, 0.5), 0.3) == 0.5
+    assert training_fraction({"epochs": 3}, 1, 0) == 0.5  # steps unknown: per epoch
+    assert training_fraction({}, 0, 0) is None
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, True, (1.0,), (1.0, 0.5, 0.0), "cosine", None])
+def test_bad_aux_weight(value):
+    with pytest.raises(ValueError, match=r"`aux_weight`.*Received: aux_weight="):
+        check_aux_weight(value)

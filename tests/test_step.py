@@ -81,6 +81,25 @@ def test_reached_except_largest_trains_the_largest_path_at_its_own_exit_only(blo
     np.testing.assert_allclose(step.path_signals()[:, 0], expected, rtol=1e-4)
 
 
+def test_aux_weight_scales_the_exits_before_the_path_s_own(blobs):
+    x, y = blobs[0][:16], blobs[1][:16]
+    model = _sgd_model()
+    paths = ["largest", (0, [1, 1, 0, 0])]
+    step = _with_step(model, paths, exits="reached", record_signals=True)
+    step.set_aux_weight(0.25)
+    model.train_on_batch(x, y)
+    expected = []
+    for path in paths:
+        model.set_config(path)
+        p0, p1 = model.exits_model()(x, training=True)
+        losses = [float(np.mean(keras.losses.sparse_categorical_crossentropy(y, p))) for p in (p0, p1)]
+        expected.append(0.25 * losses[0] + losses[1] if path == "largest" else losses[0])
+    model.train_on_batch(x, y)
+    np.testing.assert_allclose(step.path_signals()[:, 0], expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="Received: weight=1.5"):
+        step.set_aux_weight(1.5)
+
+
 def test_inplace_distillation_changes_the_update_of_smaller_paths(blobs):
     x, y = blobs[0][:16], blobs[1][:16]
     paths = ["largest", "smallest"]

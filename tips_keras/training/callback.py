@@ -31,7 +31,7 @@ from tips_keras.training import signals as signals_lib
 from tips_keras.training import state as state_lib
 from tips_keras.training import teacher as teacher_lib
 from tips_keras.training import validation as validation_lib
-from tips_keras.training.schedule import StepSchedule
+from tips_keras.training.schedule import StepSchedule, aux_weight_at, training_fraction
 from tips_keras.training.step import AnytimeStep
 
 class TIPSCallback(keras.callbacks.Callback):
@@ -42,11 +42,15 @@ class TIPSCallback(keras.callbacks.Callback):
             (uniform, always with the largest and smallest) or ``"stochastic_depth"``, or a
             callable ``space -> tips_keras.training.sampling.Sampler``.
         recipe: ``"anytime"`` (default) or ``"single_path"`` (tips-keras 0.1's rule, a baseline);
-            see `tips_keras.training.recipes`. The next nine arguments default to the recipe's.
+            see `tips_keras.training.recipes`. The arguments from `paths_per_step` to `final_weights`
+            default to the recipe's.
         paths_per_step: sub-networks trained per batch (gradients averaged in one step).
         sandwich: the largest and the smallest sub-network are paths of every step.
         exits: ``"reached"`` (every exit a path's trunk reaches learns), ``"active"`` or
             ``"reached_except_largest"`` (the largest path learns at its own exit only).
+        aux_weight: weight in [0, 1] of the auxiliary exits (reached before a path's own exit) in
+            its loss, or ``(start, end)``: a half cosine from ``start`` to ``end`` over the steps
+            (`tips_keras.training.schedule.aux_weight_at`, as Deeply-Supervised Nets fade theirs).
         teacher: ``"ema"`` (an exponential moving average of the weights, its largest
             configuration) or ``"inplace"`` (the step's first, largest path).
         distillation: weight ``a`` in [0, 1]: the paths after the largest learn
@@ -108,16 +112,17 @@ class TIPSCallback(keras.callbacks.Callback):
     runs_first = True  # AnytimeModel.fit moves it before checkpointing / logging callbacks
 
     def __init__(self, sampler="tips", recipe="anytime", paths_per_step=None, sandwich=None, exits=None,
-                 teacher=None, distillation=None, ema_decay=None, lr_schedule=None, warmup=None,
+                 aux_weight=None, teacher=None, distillation=None, ema_decay=None, lr_schedule=None, warmup=None,
                  masked_updates=None, final_weights=None, seed=0, importance="budget_paths",
                  budgets=(0.1, 0.25, 0.5, 0.75), coupling=1.0, score="sum", signal=None, eval_config="largest",
                  report_configs=("largest", "smallest"), recalibration_data="auto", calibration_size=1024,
                  validation_size=None, terminate_on_nan=True, **sampler_options):
         super().__init__()
         recipes.check_dtmc_arguments(sampler, coupling, score)
-        overrides = dict(paths_per_step=paths_per_step, sandwich=sandwich, exits=exits, teacher=teacher,
-                         distillation=distillation, ema_decay=ema_decay, lr_schedule=lr_schedule,
-                         warmup=warmup, masked_updates=masked_updates, final_weights=final_weights)
+        overrides = dict(paths_per_step=paths_per_step, sandwich=sandwich, exits=exits, aux_weight=aux_weight,
+                         teacher=teacher, distillation=distillation, ema_decay=ema_decay,
+                         lr_schedule=lr_schedule, warmup=warmup, masked_updates=masked_updates,
+                         final_weights=final_weights)
         self.recipe = recipe
         self.recipe_values = recipes.resolve_recipe(recipe, overrides, sampler)
         importance = signals_lib.check_importance_rule(importance)
@@ -147,8 +152,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self._records = []
         self._signals = []
         self._epoch_started = False
-        self._recalibrator = None
-        self._report = None
+        self._validation = None
         self._schedule = StepSchedule(None)
         self._training = False
         self._pending = {}
@@ -171,6 +175,7 @@ class TIPSCallback(keras.callbacks.Callback):
             )
         model.topology  # Raises a clear ValueError for a model without gates.
         super().set_model(model)
+        self._validation = validation_lib.ValidationPass(model, self.eval_config)  # fit replaces it
 
     def set_fit_arguments(self, arguments):
         """Receives ``fit``'s arguments (called by `AnytimeModel.fit` before training).
@@ -179,18 +184,6 @@ class TIPSCallback(keras.callbacks.Callback):
             arguments: ``{name: value}`` of the ``fit`` call.
         """
         self._fit_arguments = dict(arguments)
-
-    def _build_sampler(self, space):
-        k = self.recipe_values["paths_per_step"]
-        if callable(self.sampler_name):
-            sampler = self.sampler_name(space)
-            if not isinstance(sampler, sampling.Sampler):
-                raise ValueError(
-                    "Invalid value for argument `sampler`. A callable must return a "
-                    f"tips_keras.training.sampling.Sampler. Received: {type(sampler).__name__}"
-                )
-            return sampler
-        return sampling.get_sampler(self.sampler_name, space, paths_per_step=k, **self.sampler_options)
 
     def on_train_begin(self, logs=None):
         """Builds sampler, step, teacher, schedule and calibration; switches the model to the step.
@@ -203,7 +196,8 @@ class TIPSCallback(keras.callbacks.Callback):
         """
         model, values = self.model, self.recipe_values
         space = model.config_space
-        self.sampler = self._build_sampler(space)
+        self.sampler = sampling.get_sampler(self.sampler_name, space, self.recipe_values["paths_per_step"],
+                                            **self.sampler_options)
         if not self._load_state():  # resumed (BackupAndRestore, loaded weights): keep the stored state
             self._store_state()
         teacher = None
@@ -213,13 +207,14 @@ class TIPSCallback(keras.callbacks.Callback):
         self.step = AnytimeStep(model, self.sampler.paths_per_step, exits=values["exits"], teacher=teacher,
                                 distillation=values["distillation"], first_is_largest=first_is_largest,
                                 record_signals=self.signal is not None)
+        self.step.set_aux_weight(values["aux_weight"][0])
         if values["masked_updates"]:
             optimizer_lib.mask_updates(model.optimizer)
         self._schedule = StepSchedule(values["warmup"]) if values["lr_schedule"] == "cosine" else StepSchedule(None)
         self._schedule.start(model.optimizer)
-        self._recalibrator, self._report = validation_lib.prepare(
+        self._validation = validation_lib.prepare(
             model, self._fit_arguments, self.recalibration_data, self.calibration_size, self.report_configs,
-            self.validation_size, self.seed)
+            self.validation_size, self.seed, self.eval_config)
         model.set_training_step(self.step)
         self._training = True
 
@@ -299,6 +294,10 @@ class TIPSCallback(keras.callbacks.Callback):
         lr = self.learning_rate(self._epoch, batch)
         if lr is not None:
             self.model.optimizer.learning_rate = lr
+        start, end = self.recipe_values["aux_weight"]
+        fraction = training_fraction(self.params, self._epoch, batch)
+        if start != end and fraction is not None:
+            self.step.set_aux_weight(aux_weight_at((start, end), fraction))
         self.step.set_paths(paths)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -324,21 +323,13 @@ class TIPSCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     # -- validation ---------------------------------------------------------------------------
-    def _activate_eval_config(self):
-        if self._recalibrator is None:
-            self.model.set_config(self.eval_config)
-        else:
-            self._recalibrator(self.eval_config)
-
     def on_test_begin(self, logs=None):
         """Activates ``eval_config`` for validation, recalibrated on the calibration sample.
 
         Args:
             logs: unused.
         """
-        if self._recalibrator is not None:
-            self._recalibrator.save()
-        self._activate_eval_config()
+        self._validation.begin()
 
     def on_test_end(self, logs=None):
         """Evaluates every report configuration; `on_epoch_end` logs ``val_<name>_accuracy``.
@@ -346,12 +337,7 @@ class TIPSCallback(keras.callbacks.Callback):
         Args:
             logs: unused (Keras passes callbacks a copy of the validation logs).
         """
-        if self._report is not None and self._training:
-            # Keras hands callbacks a copy of the validation logs: the epoch logs get these.
-            self._pending = {f"val_{k}": v for k, v in self._report.evaluate().items()}
-        if self._recalibrator is not None:
-            self._recalibrator.restore()
-        self.model.set_config(self.eval_config)
+        self._pending = self._validation.end(report=self._training)
 
     def on_train_end(self, logs=None):
         """Restores the standard step, optimizer and learning rate; activates ``eval_config``.
@@ -370,7 +356,7 @@ class TIPSCallback(keras.callbacks.Callback):
         teacher = teacher_lib.detach(model)
         if teacher is not None and self.recipe_values["final_weights"] == "ema":
             teacher.copy_to(model)
-        self._activate_eval_config()
+        self._validation.activate()
 
     # -- per epoch ----------------------------------------------------------------------------
     def compute_importance(self, vectors, weights=None):
@@ -388,19 +374,15 @@ class TIPSCallback(keras.callbacks.Callback):
             ``(importance, tas)``: arrays (G,) in [0, 1] and (V,) summing to 1.
 
         Raises:
-            ValueError: no vectors (an epoch in which no step ran).
+            ValueError: no vectors, or the errors of
+                `tips_keras.training.importance.dtmc_importance`.
 
         Example:
             >>> importance, tas = cb.compute_importance(vectors)  # doctest: +SKIP
         """
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(vectors) == 0:
-            raise ValueError(
-                "Invalid value: empty epoch. Expected at least one sampled sub-network to build "
-                f"the DTMC. Received: {len(vectors)} sub-networks in epoch {self._epoch}"
-            )
         importance, tas, paths = importance_lib.dtmc_importance(
-            self.model, vectors, self.importance_rule, self.coupling, self.score, self.budgets, weights)
+            self.model, importance_lib.check_vectors(vectors), self.importance_rule, self.coupling, self.score,
+            self.budgets, weights)
         if paths is not None:
             self.important_paths = dict(zip(self.budgets, paths))
         return importance, tas
@@ -418,12 +400,10 @@ class TIPSCallback(keras.callbacks.Callback):
         """
         vectors = np.concatenate(self._records, axis=0) if self._records else np.zeros((0, 0))
         values = np.concatenate(self._signals) if self.signal is not None and len(vectors) else None
-        if self.importance_rule == "marginal" and values is not None:
-            importance = signals_lib.marginal_importance(vectors, values, self.model.config_space.gate_min_exit,
-                                                         self.signal)
-        else:
-            weights = None if values is None else signals_lib.exit_normalized_weights(vectors, values)
-            importance, _ = self.compute_importance(vectors, weights)
+        importance, paths = importance_lib.epoch_importance(
+            self.model, vectors, values, self.importance_rule, self.signal, self.coupling, self.score, self.budgets)
+        if paths is not None:
+            self.important_paths = dict(zip(self.budgets, paths))
         paths = [c.to_vector() for c in self.important_paths.values() if c is not None]
         self.sampler.update(importance, np.stack(paths) if paths else None)
         controller = self.model.controller

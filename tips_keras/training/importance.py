@@ -12,6 +12,9 @@ of two DTMC rules (the third, ``"marginal"``, reads the training signal instead:
 * ``"best_path"`` (tips-keras 0.1): the best TPS of any input -> output path through the gate's
   edges, min-max normalised (`tips_keras.dtmc.importance_from_configs`).
 
+`epoch_importance` is what `TIPSCallback` runs at the end of an epoch: the rule it was given on
+the epoch's control vectors and, with a training signal, their per-path signals.
+
 The math is in `tips_keras.dtmc` (pure numpy); this module only reads the supernet (topology,
 analytic FLOPs) for it.
 """
@@ -20,6 +23,7 @@ import numpy as np
 
 from tips_keras import dtmc
 from tips_keras.supernet import analytic_flops
+from tips_keras.training import signals as signals_lib
 
 RULES = ("budget_paths", "best_path")
 
@@ -102,3 +106,65 @@ def dtmc_importance(model, vectors, rule="budget_paths", coupling=1.0, score="su
     space = model.config_space
     paths = [None if p is None else space.resolve((p[0], list(p[1]))) for p in found]
     return dtmc.budget_importance(found, topo.num_gates), tas, paths
+
+
+def check_vectors(vectors):
+    """The control vectors of an epoch as a float32 array (T, G + 1), T >= 1.
+
+    Args:
+        vectors: array-like (T, G + 1).
+
+    Returns:
+        A float32 numpy array.
+
+    Raises:
+        ValueError: no vectors (an epoch in which no step ran).
+
+    Example:
+        >>> check_vectors([[1, 0, 1]]).shape
+        (1, 3)
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) == 0:
+        raise ValueError(
+            "Invalid value: empty epoch. Expected at least one sampled sub-network to build "
+            f"the DTMC. Received: {len(vectors)} sub-networks"
+        )
+    return vectors
+
+
+def epoch_importance(model, vectors, values=None, rule="budget_paths", signal=None, coupling=1.0, score="sum",
+                     budgets=(0.25, 0.5)):
+    """The importance an epoch's training gives each gate, by any rule of `TIPSCallback`.
+
+    ``"marginal"`` with signals reads them (`tips_keras.training.signals.marginal_importance`);
+    every other case builds the DTMC (`dtmc_importance`), its sub-networks weighted by their
+    exit-normalised signal when there is one (`tips_keras.training.signals.exit_normalized_weights`).
+
+    Args:
+        model: a gated supernet.
+        vectors: array (T, G + 1) of the control vectors trained in the epoch.
+        values: optional (T,) signal of each path (NaN where none was recorded).
+        rule: ``"budget_paths"``, ``"best_path"`` or ``"marginal"``.
+        signal: the signal's name (``"loss"`` or ``"grad_norm"``) when ``values`` is given.
+        coupling: λ >= 0 (`dtmc_importance`).
+        score: ``"sum"`` or ``"log"``.
+        budgets: fractions of the full FLOPs.
+
+    Returns:
+        ``(importance, paths)``: (G,) in [0, 1] and, for ``"budget_paths"``, one `Configuration`
+        (or None) per budget, else ``None``.
+
+    Raises:
+        ValueError: no vectors (an epoch in which no step ran), or the errors of `dtmc_importance`.
+
+    Example:
+        >>> importance, paths = epoch_importance(model, vectors)  # doctest: +SKIP
+    """
+    vectors = check_vectors(vectors)
+    if rule == "marginal" and values is not None:
+        importance = signals_lib.marginal_importance(vectors, values, model.config_space.gate_min_exit, signal)
+        return importance, None
+    weights = None if values is None else signals_lib.exit_normalized_weights(vectors, values)
+    importance, _, paths = dtmc_importance(model, vectors, rule, coupling, score, budgets, weights)
+    return importance, paths

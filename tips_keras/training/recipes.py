@@ -20,7 +20,7 @@ callback argument of the same name.
 import math
 
 from tips_keras.training import sampling
-from tips_keras.training.schedule import check_schedule
+from tips_keras.training.schedule import check_aux_weight, check_schedule
 from tips_keras.training.step import EXIT_MODES
 
 SCORES = ("log", "sum")
@@ -31,6 +31,7 @@ RECIPES = {
         sandwich=True,        # largest + smallest in every step
         paths_per_step=4,     # ... plus 2 drawn paths (the authors' 4)
         exits="reached",      # every exit the trunk reaches learns
+        aux_weight=1.0,       # ... the exits before the path's own with weight 1 all along
         teacher="ema",        # soft targets from the EMA teacher's largest configuration
         distillation=0.5,     # (1 - a) * labels + a * KL(teacher || path)
         ema_decay=0.997,
@@ -43,6 +44,7 @@ RECIPES = {
         sandwich=False,
         paths_per_step=1,
         exits="active",
+        aux_weight=1.0,
         teacher="inplace",
         distillation=0.0,
         ema_decay=0.997,
@@ -104,6 +106,7 @@ def resolve_recipe(recipe, overrides, sampler):
             f"Invalid value for argument `exits`. Expected one of {EXIT_MODES}. "
             f"Received: exits={values['exits']!r}"
         )
+    values["aux_weight"] = check_aux_weight(values["aux_weight"])
     if values["teacher"] not in TEACHERS:
         raise ValueError(
             f"Invalid value for argument `teacher`. Expected one of {TEACHERS}. "

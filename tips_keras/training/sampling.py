@@ -350,10 +350,11 @@ class TIPSSampler(Sampler):
 
 
 def get_sampler(name, space, paths_per_step=None, **kwargs):
-    """Builds a sampler by name.
+    """Builds a sampler by name, or by a user's factory.
 
     Args:
-        name: one of ``SAMPLERS``.
+        name: one of ``SAMPLERS``, or a callable ``space -> Sampler`` (called with ``space``
+            only; the options are then ignored).
         space: the supernet's `ConfigSpace`.
         paths_per_step: sub-networks per step (sandwich: derived from ``n_random``).
         **kwargs: sampler-specific options (see the classes).
@@ -362,11 +363,19 @@ def get_sampler(name, space, paths_per_step=None, **kwargs):
         A `Sampler`.
 
     Raises:
-        ValueError: unknown name or options.
+        ValueError: unknown name or options, or a callable that does not return a `Sampler`.
 
     Example:
         >>> sampler = get_sampler("tips", model.config_space, p_min=0.2)  # doctest: +SKIP
     """
+    if callable(name):
+        sampler = name(space)
+        if not isinstance(sampler, Sampler):
+            raise ValueError(
+                "Invalid value for argument `sampler`. A callable must return a "
+                f"tips_keras.training.sampling.Sampler. Received: {type(sampler).__name__}"
+            )
+        return sampler
     classes = {
         "tips": TIPSSampler,
         "uniform": UniformSampler,

@@ -1,10 +1,18 @@
-"""Learning-rate schedule of the anytime recipe: linear warm-up, then cosine decay. Pure Python.
+"""Per-step schedules of the anytime recipe: the learning rate and the auxiliary exits' weight.
+
+Pure Python. The learning rate: linear warm-up, then cosine decay.
 
 The authors train with a cosine schedule and a warm-up of 5 to 10 epochs out of 80 to 140 (GitHub
 LiGuihong/TIPS, ``configs/*.yml``; timm's ``CosineLRScheduler``). `TIPSCallback` applies it per
 step by assigning the optimizer's learning-rate variable from the step index ``epoch *
 steps_per_epoch + batch``, so it needs no optimizer of its own, never re-traces, and a resumed run
 (``BackupAndRestore``) continues on the same curve.
+
+The auxiliary exits' weight (`aux_weight_at`) is how much the exits a path passes before its own
+exit count in its loss; a ``(start, end)`` pair moves from ``start`` to ``end`` by a half cosine
+over the training steps, as Deeply-Supervised Nets (Lee et al., AISTATS 2015) let their companion
+losses fade so that the deepest exit owns the trunk at the end. The callback assigns it per step,
+from the same step index as the learning rate.
 """
 
 import math
@@ -71,6 +79,78 @@ def warmup_cosine(step, total_steps, warmup_steps=0, final_fraction=0.0):
     span = max(total_steps - warmup_steps - 1, 1)
     t = min(max((step - warmup_steps) / span, 0.0), 1.0)
     return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def check_aux_weight(aux_weight):
+    """Validates ``aux_weight``: a weight in [0, 1], or a ``(start, end)`` pair of such weights.
+
+    Args:
+        aux_weight: the `TIPSCallback` / recipe argument.
+
+    Returns:
+        A ``(start, end)`` tuple of floats (``(w, w)`` for a constant weight).
+
+    Raises:
+        ValueError: anything else, with what was received.
+
+    Example:
+        >>> check_aux_weight(1.0), check_aux_weight((1, 0))
+        ((1.0, 1.0), (1.0, 0.0))
+    """
+    pair = tuple(aux_weight) if isinstance(aux_weight, (tuple, list)) else (aux_weight, aux_weight)
+    if len(pair) != 2 or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0
+                             for w in pair):
+        raise ValueError(
+            "Invalid value for argument `aux_weight`. Expected a weight in [0, 1] or a (start, end) "
+            f"pair of such weights. Received: aux_weight={aux_weight!r}"
+        )
+    return float(pair[0]), float(pair[1])
+
+
+def aux_weight_at(aux_weight, fraction):
+    """The auxiliary exits' weight after ``fraction`` of the training steps.
+
+    ``end + (start - end) * (1 + cos(pi * fraction)) / 2``: ``start`` at the first step, ``end`` at
+    the last.
+
+    Args:
+        aux_weight: ``(start, end)`` (`check_aux_weight`).
+        fraction: share of the training steps done, in [0, 1] (clipped).
+
+    Returns:
+        A float between ``start`` and ``end``.
+
+    Example:
+        >>> [round(aux_weight_at((1.0, 0.0), t), 2) for t in (0.0, 0.5, 1.0)]
+        [1.0, 0.5, 0.0]
+    """
+    start, end = aux_weight
+    t = min(max(float(fraction), 0.0), 1.0)
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def training_fraction(params, epoch, batch):
+    """Share of the ``fit`` call's steps done before step (epoch, batch), in [0, 1].
+
+    Args:
+        params: the callback's ``params`` (``epochs`` and ``steps`` of the ``fit`` call).
+        epoch: the epoch index.
+        batch: the batch index (ignored when the steps per epoch are unknown).
+
+    Returns:
+        A float, or ``None`` outside ``fit`` (no ``epochs``).
+
+    Example:
+        >>> training_fraction({"epochs": 2, "steps": 10}, 1, 5)
+        0.7894736842105263
+    """
+    params = params or {}
+    if not params.get("epochs"):
+        return None
+    epochs, steps = int(params["epochs"]), params.get("steps")
+    if not steps:
+        return epoch / max(epochs - 1, 1)
+    return (epoch * int(steps) + batch) / max(epochs * int(steps) - 1, 1)
 
 
 class StepSchedule:

@@ -17,6 +17,10 @@ in a variable: switching them is an assign, never a re-trace):
    "Deep setting"): ``"active"`` brings the largest configuration 1.4 pp closer to the network
    trained alone than ``"reached"``, this mode does not (the other paths' early-exit losses
    shape the shared trunk), with the best mean over the menu by a margin within the seeds' spread.
+   The auxiliary exits (those before the path's own exit) are weighted by ``aux_weight``, a
+   variable the callback can move over training (`set_aux_weight`; 1 by default). Fading it from
+   1 to 0 (Deeply-Supervised Nets' companion losses) did not help in the deep setting (one seed:
+   every menu level below ``"reached"``'s): the trunk keeps what the early exits shaped.
 3. Each exit's loss is the compiled loss against the labels, mixed for every path but a
    largest-first path with the distillation loss ``KL(teacher || exit output)``:
    ``(1 - a) * loss + a * KL``. The teacher is the EMA teacher's deepest exit in the largest
@@ -119,7 +123,9 @@ class AnytimeStep:
         self.exit_weights = exit_weights
         self.record_signals = record_signals
         self._view = model.exits_model() if exits != "active" else None
-        self._largest = tf.constant(space.largest().to_vector(), tf.float32)
+        # read only by "reached_except_largest"
+        self._largest = (tf.constant(space.largest().to_vector(), tf.float32)
+                         if exits == "reached_except_largest" else None)
         self._kl = keras.losses.KLDivergence(reduction="sum_over_batch_size")
         width = space.num_gates + 1
         with model.distribute_strategy.scope():
@@ -129,6 +135,8 @@ class AnytimeStep:
                                      aggregation=aggregation, name="tips_paths")
             self.signals = tf.Variable(tf.zeros((paths_per_step, 2)), trainable=False,
                                        aggregation=aggregation, name="tips_path_signals")
+            self.aux_weight = tf.Variable(1.0, trainable=False, aggregation=aggregation,
+                                          name="tips_aux_weight")
 
     # -- the callback's interface ---------------------------------------------------------------
     def set_paths(self, vectors):
@@ -147,6 +155,26 @@ class AnytimeStep:
                 f"{tuple(self.paths.shape)} (paths_per_step, G + 1). Received: shape {vectors.shape}"
             )
         self.paths.assign(vectors)
+
+    def set_aux_weight(self, weight):
+        """Sets the weight of the auxiliary exits (a variable assign: no re-trace).
+
+        With the reached exit modes, the loss of a path with exit ``e`` is
+        ``sum_j w_j * l_j`` over its reached exits ``j <= e``, each auxiliary exit ``j < e``
+        weighted ``exit_weights[j] * weight`` and the path's own exit ``exit_weights[e]``.
+
+        Args:
+            weight: a float in [0, 1].
+
+        Raises:
+            ValueError: a weight outside [0, 1].
+        """
+        weight = float(weight)
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(
+                f"Invalid value for argument `weight`. Expected a float in [0, 1]. Received: weight={weight!r}"
+            )
+        self.aux_weight.assign(weight)
 
     def path_signals(self):
         """Per-path training signal of the latest step.
@@ -196,9 +224,10 @@ class AnytimeStep:
                 reached = tf.logical_and(reached, tf.logical_or(tf.logical_not(is_largest),
                                                                 tf.equal(indices, exit_index)))
             reached = tf.unstack(reached)
+            own = tf.unstack(tf.equal(indices, exit_index))
             # where, not a product: an unreached exit's loss may be inf (its output is zeros)
-            loss = tf.add_n([tf.where(r, float(w) * l, 0.0)
-                             for r, w, l in zip(reached, self.exit_weights, losses)])
+            loss = tf.add_n([tf.where(r, float(w) * tf.where(o, 1.0, self.aux_weight) * l, 0.0)
+                             for r, o, w, l in zip(reached, own, self.exit_weights, losses)])
             out = tf.gather(tf.stack([tf.cast(o, tf.float32) for o in outputs]), exit_index)
         extra = [model._aggregate_additional_loss(l) for l in model.losses]
         if extra:

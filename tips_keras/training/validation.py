@@ -13,6 +13,7 @@ arguments of the call (``set_fit_arguments``), and this module takes from them:
 `DeployedValidation` then evaluates named configurations on it, each after recalibration, with one
 compiled function (`tips_keras.training.evaluation.ConfigEvaluator`): these are the accuracies of
 the sub-networks as they would be deployed, which the callback logs as ``val_<name>_accuracy``.
+`ValidationPass` is what the callback does around each of Keras' validation passes.
 """
 
 import math
@@ -165,6 +166,59 @@ class DeployedValidation:
             model.set_config(active)
 
 
+class ValidationPass:
+    """`TIPSCallback`'s side of Keras' validation: the evaluated configuration, the report.
+
+    ``begin`` saves the shared BatchNorm statistics and activates ``eval_config``, recalibrated on
+    the calibration sample when there is one (what Keras' ``val_loss`` / ``val_accuracy`` then
+    measure); ``end`` evaluates the report's configurations and puts the statistics back.
+
+    Args:
+        model: the supernet.
+        eval_config: the configuration Keras' validation evaluates.
+        recalibrator: a `tips_keras.training.batchnorm.Recalibrator`, or ``None``.
+        report: a `DeployedValidation`, or ``None``.
+
+    Example:
+        >>> validation = ValidationPass(model, "largest")  # doctest: +SKIP
+        >>> validation.begin(); logs = validation.end()  # doctest: +SKIP
+    """
+
+    def __init__(self, model, eval_config, recalibrator=None, report=None):
+        self.model, self.eval_config = model, eval_config
+        self.recalibrator, self.report = recalibrator, report
+
+    def activate(self):
+        """Activates ``eval_config``, recalibrated when there is a calibration sample."""
+        if self.recalibrator is None:
+            self.model.set_config(self.eval_config)
+        else:
+            self.recalibrator(self.eval_config)
+
+    def begin(self):
+        """Saves the shared statistics and activates ``eval_config`` (Keras' validation follows)."""
+        if self.recalibrator is not None:
+            self.recalibrator.save()
+        self.activate()
+
+    def end(self, report=True):
+        """Evaluates the report (with ``report``), restores the statistics, keeps ``eval_config``.
+
+        Args:
+            report: evaluate the report's configurations.
+
+        Returns:
+            ``{f"val_{name}_accuracy": accuracy}`` (empty without a report).
+        """
+        logs = {}
+        if report and self.report is not None:
+            logs = {f"val_{k}": v for k, v in self.report.evaluate().items()}
+        if self.recalibrator is not None:
+            self.recalibrator.restore()
+        self.model.set_config(self.eval_config)
+        return logs
+
+
 def check_arguments(report_configs, recalibration_data, calibration_size, validation_size):
     """Validates the validation arguments of `TIPSCallback`.
 
@@ -202,8 +256,9 @@ def check_arguments(report_configs, recalibration_data, calibration_size, valida
     return configs, recalibration_data, calibration_size, validation_size
 
 
-def prepare(model, arguments, recalibration_data, calibration_size, report_configs, validation_size, seed=0):
-    """The recalibrator and the deployed report of a ``fit`` (called at the start of training).
+def prepare(model, arguments, recalibration_data, calibration_size, report_configs, validation_size, seed=0,
+            eval_config="largest"):
+    """The validation pass of a ``fit``: recalibrator and deployed report (at the start of training).
 
     Takes the calibration sample (``"auto"``: from ``fit``'s ``x``), keeps it on the model
     (`tips_keras.training.calibration.set_calibration_data`) and builds the report on the
@@ -217,12 +272,13 @@ def prepare(model, arguments, recalibration_data, calibration_size, report_confi
         report_configs: ``{name: config}`` (empty: no report).
         validation_size: validation examples of the report (``None``: all).
         seed: seed of the calibration subset.
+        eval_config: the configuration Keras' validation evaluates.
 
     Returns:
-        ``(recalibrator or None, DeployedValidation or None)``.
+        A `ValidationPass`.
 
     Example:
-        >>> recal, report = prepare(model, {"x": x}, "auto", 1024, {}, None)  # doctest: +SKIP
+        >>> validation = prepare(model, {"x": x}, "auto", 1024, {}, None)  # doctest: +SKIP
     """
     data = recalibration_data
     if isinstance(data, str):  # "auto"
@@ -239,4 +295,4 @@ def prepare(model, arguments, recalibration_data, calibration_size, report_confi
         sample = validation_sample(arguments, validation_size)
         if sample is not None:
             report = DeployedValidation(model, report_configs, sample, data)
-    return recalibrator, report
+    return ValidationPass(model, eval_config, recalibrator, report)
