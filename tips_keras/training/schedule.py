@@ -144,13 +144,23 @@ def training_fraction(params, epoch, batch):
         >>> training_fraction({"epochs": 2, "steps": 10}, 1, 5)
         0.7894736842105263
     """
+    index = _step_index(params, epoch, batch)
+    if index is None:
+        return None
+    step, total = index
+    return step / max(total - 1, 1)
+
+
+def _step_index(params, epoch, batch):
+    """``(step, total)`` of step (epoch, batch) in the ``fit`` call; per epoch when the steps per
+    epoch are unknown; ``None`` outside ``fit``."""
     params = params or {}
     if not params.get("epochs"):
         return None
     epochs, steps = int(params["epochs"]), params.get("steps")
     if not steps:
-        return epoch / max(epochs - 1, 1)
-    return (epoch * int(steps) + batch) / max(epochs * int(steps) - 1, 1)
+        return epoch, epochs
+    return epoch * int(steps) + batch, epochs * int(steps)
 
 
 class StepSchedule:
@@ -194,14 +204,11 @@ class StepSchedule:
             A float, or ``None`` when not scheduling (or outside ``fit``). With an unknown
             number of steps per epoch, one value per epoch.
         """
-        params = params or {}
-        if self.base is None or not params.get("epochs"):
+        index = _step_index(params, epoch, batch)
+        if self.base is None or index is None:
             return None
-        epochs, steps = int(params["epochs"]), params.get("steps")
-        if not steps:
-            return self.base * warmup_cosine(epoch, epochs, round(self.warmup * epochs))
-        total = epochs * int(steps)
-        return self.base * warmup_cosine(epoch * int(steps) + batch, total, round(self.warmup * total))
+        step, total = index
+        return self.base * warmup_cosine(step, total, round(self.warmup * total))
 
     def stop(self, optimizer):
         """Puts the base learning rate back (a later ``fit`` starts from it again).
