@@ -12,11 +12,15 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
    paths. Variants interleaved; per-epoch wall and CPU time (``time.process_time``), median of the
    runs (epoch 1, with tracing, excluded).
 2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
-   configuration) with per-configuration BatchNorm recalibration (the defaults, 512 training
-   images; one row with 1,024) and 2,000 validation images on the demo supernet; how it grows with
-   the number of gates (6, 12, 24: 2, 4, 8 blocks per stage) and with the validation size (500,
-   1,000, 2,000); where the time goes (`ConfigEvaluator.evaluate`, and each of its parts alone:
-   calibration passes, evaluation; the rest: keras-tuner and FLOPs); the floor: the plain Keras
+   configuration; one row with the TIPS oracle, one over all 84 configurations) with
+   per-configuration BatchNorm recalibration (the defaults, 512 training images; one row with
+   1,024) and 2,000 validation images on the demo supernet, for both evaluations, one after the
+   other on the same sizes: ``compiled`` (`ConfigEvaluator`) and ``shared prefix``
+   (`SharedPrefixEvaluator`, ExitSearch's default); how it grows with the number of gates (6, 12,
+   24: 2, 4, 8 blocks per stage) and with the validation size (500, 1,000, 2,000); where the time
+   goes (`evaluate`; for the compiled path each of its parts alone: calibration passes,
+   evaluation; for the shared prefix the feature maps computed and reused; the rest: keras-tuner
+   and FLOPs); the floor of the compiled path: the plain Keras
    model of the smallest and the largest configuration classifying the same validation images;
    and the fused call (`Recalibrator.fused`: save, calibration passes, evaluation, restore in one
    compiled call): its trace time, its steady time per configuration against the separate compiled
@@ -150,32 +154,43 @@ def _timed(fn, repeats=3):
     return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
 
-def search_rate(widths, blocks, x_train, x_val, y_val, trials, recal_batches=4):
+def search_rate(widths, blocks, x_train, x_val, y_val, trials, recal_batches=4, evaluation="compiled",
+                oracle="random"):
     model = supernet(widths, blocks)
     with tempfile.TemporaryDirectory() as directory:
         search = tips.search.ExitSearch(model, (x_val, y_val), budgets=[0.25, 0.5, 0.75, 1.0],
-                                        max_trials=trials, oracle="random", directory=directory,
+                                        max_trials=trials, oracle=oracle, directory=directory,
                                         overwrite=True, recalibration_data=x_train[:1024],
-                                        recalibration_batches=recal_batches, progress=False)
+                                        recalibration_batches=recal_batches, progress=False,
+                                        evaluation=evaluation)
         ev = search.evaluator
+        setup = time.perf_counter()
         for exit_index in range(model.config_space.num_exits):  # every layer checked, every
             ev.evaluate((exit_index, [1] * model.config_space.num_gates))  # compiled call traced
+        setup = time.perf_counter() - setup
         ev.evaluations, ev.seconds = 0, 0.0  # (fewer than FUSE_AFTER trials: the separate calls)
+        if evaluation == "shared_prefix":
+            ev.cache.clear()  # traced, but nothing computed yet: every trial pays its own maps
         start, cpu = time.perf_counter(), time.process_time()
         front = search.run()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     n = max(ev.evaluations, 1)
-    # Where the time goes, on a sample of the evaluated configurations: the calibration passes
-    # alone, and the evaluation alone (both compiled).
-    sample = [p.config for p in front.points[:: max(1, len(front.points) // 8)]]
-    ev.recalibrator.save()
-    recal_s = statistics.mean(_timed(lambda c=c: ev.recalibrator(c))[0] for c in sample)
-    ev.recalibrator.restore()  # the shared statistics back before timing the evaluation
-    eval_s = statistics.mean(_timed(lambda c=c: ev.accuracy(c))[0] for c in sample)
-    return dict(configs=ev.evaluations, per_s=ev.evaluations / wall, cpu_per_config=cpu / n,
-                evaluate_ms=ev.seconds / n * 1e3, other_ms=(wall - ev.seconds) / n * 1e3,
-                recal_ms=recal_s * 1e3, eval_ms=eval_s * 1e3, gates=model.config_space.num_gates,
-                recal_images=ev.recalibrator.num_images)
+    out = dict(configs=ev.evaluations, per_s=ev.evaluations / wall, cpu_per_config=cpu / n,
+               evaluate_ms=ev.seconds / n * 1e3, other_ms=(wall - ev.seconds) / n * 1e3, setup_s=setup,
+               gates=model.config_space.num_gates, recal_images=ev.recalibrator.num_images,
+               recal_ms=float("nan"), eval_ms=float("nan"))  # NaN: not measured
+    if evaluation == "compiled":
+        # Where the time goes, on a sample of the evaluated configurations: the calibration
+        # passes alone, and the evaluation alone (both compiled).
+        sample = [p.config for p in front.points[:: max(1, len(front.points) // 8)]]
+        ev.recalibrator.save()
+        out["recal_ms"] = statistics.mean(_timed(lambda c=c: ev.recalibrator(c))[0] for c in sample) * 1e3
+        ev.recalibrator.restore()  # the shared statistics back before timing the evaluation
+        out["eval_ms"] = statistics.mean(_timed(lambda c=c: ev.accuracy(c))[0] for c in sample) * 1e3
+    else:
+        out["maps"] = ev.cache.misses
+        out["reused"] = ev.cache.hits
+    return out
 
 
 def fused_cost(x_train, x_val, y_val, configs=24, repeats=3):
@@ -230,32 +245,47 @@ def floor_row(x_val):
     return out
 
 
+def _ms(value):
+    return "-" if value != value else f"{value:.0f}"  # NaN: not measured for this evaluation
+
+
 def search_table(splits, trials, quick):
     print(f"\n## 2. search: configurations/s with per-configuration BatchNorm recalibration "
-          f"(ExitSearch defaults: 4 x 128 = 512 training images; one row with 1,024), random oracle, "
-          f"{trials} trials")
-    print("evaluate ms: ConfigEvaluator.evaluate per configuration (save statistics, calibration passes, "
-          "evaluation, restore); other: keras-tuner, oracle, FLOPs; recal / eval ms: each part alone on 8 of the "
-          "configurations")
-    print(f"{'gates':>5} {'val images':>10} {'recal images':>12} {'configs/s':>9} {'cpu s/config':>12} "
-          f"{'evaluate ms':>11} {'other ms':>8} {'recal ms':>8} {'eval ms':>8}")
-    cases = [(2, 2000, 4), (4, 2000, 4), (8, 2000, 4), (2, 500, 4), (2, 1000, 4), (2, 2000, 8)]
+          f"(ExitSearch defaults: 4 x 128 = 512 training images; one row with 1,024), {trials} trials; "
+          "compiled = ConfigEvaluator (one compiled call per configuration), shared prefix = "
+          "SharedPrefixEvaluator (ExitSearch's default: each map computed once per state of the gates "
+          "before it), run one after the other on the same supernet")
+    print("evaluate ms: evaluate() per configuration; other: keras-tuner, oracle, FLOPs; setup s: the first "
+          "evaluation of each exit (traces; not in configs/s); recal / eval ms (compiled): each part alone on 8 "
+          "of the configurations; maps / reused (shared prefix): feature maps computed and kept / taken from "
+          "the cache during the search")
+    print(f"{'gates':>5} {'val':>5} {'recal':>5} {'oracle':>7} {'trials':>6} {'evaluation':>13} {'configs/s':>9} "
+          f"{'cpu s/cfg':>9} {'evaluate ms':>11} {'other ms':>8} {'setup s':>7} {'recal ms':>8} {'eval ms':>7} "
+          f"{'maps':>5} {'reused':>6}")
+    # (blocks per stage, validation images, calibration batches, oracle, trials)
+    cases = [(2, 2000, 4, "random", trials), (4, 2000, 4, "random", trials), (8, 2000, 4, "random", trials),
+             (2, 500, 4, "random", trials), (2, 1000, 4, "random", trials), (2, 2000, 8, "random", trials),
+             (2, 2000, 4, "tips", trials), (2, 2000, 4, "random", 84)]  # 84: every configuration
     if quick:
-        cases = [(2, 500, 4)]
-    for blocks, n_val, recal_batches in cases:
-        keras.backend.clear_session()
-        r = search_rate(DEMO_WIDTHS, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], trials,
-                        recal_batches)
-        print(f"{r['gates']:>5} {n_val:>10} {r['recal_images']:>12} {r['per_s']:>9.2f} {r['cpu_per_config']:>12.3f} "
-              f"{r['evaluate_ms']:>11.0f} {r['other_ms']:>8.0f} {r['recal_ms']:>8.0f} {r['eval_ms']:>8.0f}",
-              flush=True)
+        cases = [(2, 500, 4, "random", trials)]
+    for blocks, n_val, recal_batches, oracle, n_trials in cases:
+        for evaluation in ("compiled", "shared_prefix"):
+            keras.backend.clear_session()
+            r = search_rate(DEMO_WIDTHS, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val],
+                            n_trials, recal_batches, evaluation, oracle)
+            name = evaluation.replace("_", " ")
+            print(f"{r['gates']:>5} {n_val:>5} {r['recal_images']:>5} {oracle:>7} {r['configs']:>6} {name:>13} "
+                  f"{r['per_s']:>9.2f} {r['cpu_per_config']:>9.3f} {r['evaluate_ms']:>11.0f} {r['other_ms']:>8.0f} "
+                  f"{r['setup_s']:>7.1f} {_ms(r['recal_ms']):>8} {_ms(r['eval_ms']):>7} {r.get('maps', '-'):>5} "
+                  f"{r.get('reused', '-'):>6}", flush=True)
     n_val = 500 if quick else 2000
     keras.backend.clear_session()
     floor = floor_row(splits.x_val[:n_val])
-    print(f"floor: the plain Keras model (tips.extract, no gates) of one configuration classifying the {n_val} "
-          f"validation images in one compiled call, no recalibration: smallest {floor['smallest'][0] * 1e3:.0f} ms "
-          f"wall ({floor['smallest'][1] * 1e3:.0f} ms CPU), largest {floor['largest'][0] * 1e3:.0f} ms wall "
-          f"({floor['largest'][1] * 1e3:.0f} ms CPU); 20 configurations/s leaves 50 ms for recalibration and evaluation")
+    print(f"floor of the compiled path: the plain Keras model (tips.extract, no gates) of one configuration "
+          f"classifying the {n_val} validation images in one compiled call, no recalibration: smallest "
+          f"{floor['smallest'][0] * 1e3:.0f} ms wall ({floor['smallest'][1] * 1e3:.0f} ms CPU), largest "
+          f"{floor['largest'][0] * 1e3:.0f} ms wall ({floor['largest'][1] * 1e3:.0f} ms CPU); 20 configurations/s "
+          "leaves 50 ms for recalibration and evaluation")
     keras.backend.clear_session()
     cost = fused_cost(splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val], configs=4 if quick else 24)
     saving = [cost["separate"][i] - cost["fused"][i] for i in (0, 1)]

@@ -142,6 +142,17 @@ def test_readme_results_are_copied_from_the_committed_benchmark():
         assert image in section and os.path.getsize(os.path.join(ROOT, image)) > 0
 
 
+def test_readme_search_speed_is_copied_from_the_committed_output():
+    """The README's search-speed rows appear verbatim in benchmarks/speed_search.txt, whose
+    command line is the one the README gives."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("### Search speed", 1)[1].split("```", 2)[1]
+    rows = [l for l in block.splitlines() if l.strip()]
+    output = open(os.path.join(ROOT, "benchmarks", "speed_search.txt")).read()
+    assert len(rows) >= 10 and all(r in output.splitlines() for r in rows)
+    assert output.splitlines()[0] == "# speed benchmark: .venv/bin/python benchmarks/speed_benchmark.py --sections 2"
+
+
 def test_importance_probe_prints_its_table(capsys):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:

@@ -15,6 +15,7 @@ import pytest
 import tips_keras as tips
 from tips_keras.training.batchnorm import batchnorm_layers
 from tips_keras.search import ConfigEvaluator, ExitSearch
+from tips_keras.search.shared_prefix import SharedPrefixEvaluator
 from tests.conftest import tiny_supernet
 
 BUDGETS = [0.3, 0.6]
@@ -61,12 +62,14 @@ def test_evaluator_rejects_bad_data(trained, blobs):
         ConfigEvaluator(trained, (blobs[2], blobs[3]), fuse_after=-1)
 
 
-def test_search_enforces_budgets_without_training_or_rebuilding(trained, blobs, tmp_path):
+@pytest.mark.parametrize("evaluation", ["compiled", "shared_prefix"])
+def test_search_enforces_budgets_without_training_or_rebuilding(trained, blobs, tmp_path, evaluation):
     weights = [w.numpy().copy() for w in trained.weights if "controller" not in w.path]
     layers = list(trained.layers)
     trained.set_config((1, [1, 0, 1, 0]))
     search = ExitSearch(trained, (blobs[2], blobs[3]), budgets=BUDGETS, max_trials=8,
-                        directory=tmp_path, overwrite=True, progress=False)
+                        directory=tmp_path, overwrite=True, progress=False, evaluation=evaluation)
+    assert search.metadata["evaluation"] == evaluation
     front = search.run()
     trials = list(search.oracle.trials.values())
     assert len(trials) == 8 and all(t.status == "COMPLETED" for t in trials)
@@ -74,7 +77,11 @@ def test_search_enforces_budgets_without_training_or_rebuilding(trained, blobs, 
     assert max(trial_flops(trained, t) for t in trials) <= largest  # never evaluated over budget
     for t in trials:
         assert t.metrics.get_last_value("flops") == trial_flops(trained, t)
-    assert search.evaluator.trace_count == 1  # one compiled function for every trial
+    if evaluation == "compiled":
+        assert search.evaluator.trace_count == 1  # one compiled function for every trial
+    else:  # one compiled function per node of the graph, not per trial
+        assert isinstance(search.evaluator, SharedPrefixEvaluator)
+        assert search.evaluator.trace_count <= len(trained.layers) and search.evaluator.cache.hits > 0
     assert list(trained.layers) == layers
     after = [w.numpy() for w in trained.weights if "controller" not in w.path]
     assert all(np.array_equal(a, b) for a, b in zip(weights, after))  # nothing trained
@@ -137,7 +144,7 @@ def test_random_oracle_and_recalibration(trained, blobs, tmp_path):
                         recalibration_data=blobs[0], recalibration_batches=2, recalibration_batch_size=64)
     front = search.run()
     assert all(p.accuracy_no_recal is not None for p in front.points)
-    assert search.evaluator.trace_count == 1
+    assert isinstance(search.evaluator, SharedPrefixEvaluator)  # the default evaluation
     for bn, mean in zip(batchnorm_layers(trained), means):  # shared statistics restored
         np.testing.assert_array_equal(bn.moving_mean.numpy(), mean)
     data = json.loads(front.to_json())

@@ -45,7 +45,7 @@ def _validation_split(data_name, val_size, data_seed, recalibration_images, data
 def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, max_trials=100,
                oracle="tips", recalibrate=False, data_name="fashion_mnist", val_size=1000,
                data_seed=0, seed=0, batch_size=256, recalibration_images=512, resume=False,
-               data_dir=None, progress=True, verbose=True):
+               data_dir=None, progress=True, verbose=True, evaluation="auto"):
     """Searches a saved supernet on an embedded dataset and writes the Pareto front.
 
     Args:
@@ -67,6 +67,7 @@ def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, ma
         data_dir: dataset directory (see `tips_keras.data.load`).
         progress: show a progress bar.
         verbose: print the front's table and the written paths.
+        evaluation: ``"auto"``, ``"shared_prefix"`` or ``"compiled"`` (see `ExitSearch`).
 
     Returns:
         The `tips_keras.search.ParetoFront`.
@@ -96,7 +97,7 @@ def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, ma
         model, (x_val, y_val), budgets=list(budgets), max_trials=max_trials, oracle=oracle,
         directory=output_dir, project_name="keras_tuner", overwrite=not resume,
         recalibration_data=x_train if recalibrate else None, report_shared_statistics=recalibrate,
-        batch_size=batch_size, seed=seed, progress=progress)
+        batch_size=batch_size, seed=seed, progress=progress, evaluation=evaluation)
     front = search.run()
     front.metadata.update(model_path=str(model_path), dataset=data_name, data_seed=data_seed)
     json_path = front.to_json(os.path.join(output_dir, "front.json"))
@@ -143,6 +144,8 @@ def add_arguments(parser):
                         help="train/validation split seed used in training (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="oracle seed (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: %(default)s)")
+    parser.add_argument("--evaluation", choices=("auto", "shared_prefix", "compiled"), default="auto",
+                        help="how trials are evaluated, same accuracies (default: %(default)s; see ExitSearch)")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -171,4 +174,5 @@ def run_from_args(args):
     return cli_search(args.model, args.out, budgets=args.budgets, max_trials=args.max_trials,
                       oracle=args.oracle, recalibrate=args.recalibrate, data_name=args.dataset,
                       val_size=args.val_size, data_seed=args.data_seed, seed=args.seed,
-                      batch_size=args.batch_size, resume=args.resume, progress=not args.no_progress)
+                      batch_size=args.batch_size, resume=args.resume, progress=not args.no_progress,
+                      evaluation=args.evaluation)

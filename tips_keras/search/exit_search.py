@@ -12,6 +12,9 @@ from tips_keras.training.calibration import resolve_calibration
 from tips_keras.training.evaluation import ConfigEvaluator
 from tips_keras.search.oracle import get_oracle
 from tips_keras.search.space import SearchSpace
+from tips_keras.search.shared_prefix import SharedPrefixEvaluator, UnsupportedModelError
+
+EVALUATIONS = ("auto", "shared_prefix", "compiled")
 
 
 def _weights_digest(model):
@@ -63,13 +66,21 @@ class ExitSearch:
         importance: per-gate importance (default: ``model.controller.importance``; all zeros
             means uniform).
         progress: show a tqdm progress bar.
+        evaluation: how trials are evaluated (the same accuracies either way):
+            ``"shared_prefix"`` (`SharedPrefixEvaluator`: layer by layer, each feature map computed
+            once per on/off state of the gates before it and cached, BatchNorm recalibrated per
+            block; the fast choice for a search), ``"compiled"`` (`ConfigEvaluator`: the whole
+            configuration in one compiled call per trial), or ``"auto"`` (default: shared-prefix
+            unless the model has a layer it cannot replay, then compiled).
+        cache_bytes: the shared-prefix cache's size in bytes (feature maps kept between trials).
         **oracle_kwargs: more oracle options (e.g. ``mutation_rate`` for ``"tips"``).
 
     Raises:
         ValueError: not an anytime supernet, bad budgets (e.g. one below the smallest
             configuration: the message names its FLOPs; or one given twice), bad validation or
             recalibration data (scaled floats for a model whose input is raw uint8), unknown oracle,
-            or a resumed project made with other supernet weights / budgets / validation data.
+            or a resumed project made with other supernet weights / budgets / validation data,
+            or an unknown ``evaluation``.
 
     Example:
         >>> search = tips.search.ExitSearch(model, validation_data=(x_val, y_val),
@@ -83,7 +94,7 @@ class ExitSearch:
                  oracle="tips", directory="runs/search", project_name="exit_search", overwrite=False,
                  recalibration_data="auto", recalibration_batches=4, recalibration_batch_size=128,
                  report_shared_statistics=False, batch_size=256, seed=0, importance=None, progress=True,
-                 **oracle_kwargs):
+                 evaluation="auto", cache_bytes=1 << 30, **oracle_kwargs):
         if not isinstance(model, AnytimeModel):
             raise ValueError("Invalid value for argument `model`. Expected a tips_keras.AnytimeModel "
                              "(a gated supernet from tips_keras.supernet.zoo or tips_keras.anytime). "
@@ -96,11 +107,23 @@ class ExitSearch:
             validation_data = (check_model_inputs(model, validation_data[0], "validation_data"),
                                validation_data[1])
         self.space = SearchSpace(model, importance=importance)
-        self.evaluator = ConfigEvaluator(
-            model, validation_data, batch_size=batch_size, recalibration_data=recalibration_data,
-            recalibration_batches=recalibration_batches,
-            recalibration_batch_size=recalibration_batch_size,
-            report_shared_statistics=report_shared_statistics)
+        if evaluation not in EVALUATIONS:
+            raise ValueError(f"Invalid value for argument `evaluation`. Expected one of {EVALUATIONS}. "
+                             f"Received: evaluation={evaluation!r}")
+        common = dict(batch_size=batch_size, recalibration_data=recalibration_data,
+                      recalibration_batches=recalibration_batches,
+                      recalibration_batch_size=recalibration_batch_size,
+                      report_shared_statistics=report_shared_statistics)
+        self.evaluator = None
+        if evaluation != "compiled":
+            try:
+                self.evaluator = SharedPrefixEvaluator(model, validation_data, cache_bytes=cache_bytes,
+                                                       **common)
+            except UnsupportedModelError:
+                if evaluation == "shared_prefix":
+                    raise
+        if self.evaluator is None:
+            self.evaluator = ConfigEvaluator(model, validation_data, **common)
         recal = None if recalibration_data is None else [
             len(self.evaluator.recalibration_data), recalibration_batches, recalibration_batch_size]
         fingerprint = {"weights": _weights_digest(model), "validation": self.evaluator.fingerprint,
@@ -116,6 +139,7 @@ class ExitSearch:
             "importance": dict(zip(self.space.gate_names, map(float, self.space.importance))),
             "importance_from_training": self.space.importance_given,
             "validation_examples": self.evaluator.num_examples,
+            "evaluation": "compiled" if isinstance(self.evaluator, ConfigEvaluator) else "shared_prefix",
             "recalibration": None if recal is None else dict(zip(("images", "batches", "batch_size"), recal)),
         }
 

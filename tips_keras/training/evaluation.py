@@ -40,6 +40,54 @@ def _labels(y, n):
     return y.astype(np.int32)
 
 
+def validation_arrays(model, validation_data):
+    """Checks ``validation_data`` against the model's input: float32 inputs, int32 labels.
+
+    Args:
+        model: the supernet (its input shape is checked).
+        validation_data: ``(x, y)``; integer labels or one-hot rows.
+
+    Returns:
+        ``(x, y)``: float32 of shape (N, *input shape) and int32 of shape (N,).
+
+    Raises:
+        ValueError: not a pair, an empty ``x`` or one of the wrong shape, or labels that do not fit.
+    """
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("Invalid value for argument `validation_data`. Expected a tuple "
+                         f"(x_val, y_val). Received: {type(validation_data).__name__}")
+    x = np.asarray(validation_data[0], dtype=np.float32)
+    expected = tuple(model.inputs[0].shape[1:])
+    if x.ndim < 1 or len(x) == 0 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            "Invalid value for argument `validation_data`. Expected a non-empty batch of inputs "
+            f"of shape (N, {', '.join(map(str, expected))}). Received: x of shape {x.shape}"
+        )
+    return x, _labels(validation_data[1], len(x))
+
+
+def padded_batches(x, y, batch_size):
+    """Pads ``x`` / ``y`` to whole batches and fingerprints them (the search's resume check).
+
+    Args:
+        x: float32 inputs, shape (N, ...).
+        y: int32 labels, shape (N,).
+        batch_size: images per batch (<= N).
+
+    Returns:
+        ``(x, y, fingerprint)``: shapes (B, batch_size, ...) and (B, batch_size), padding of zero
+        images labelled -1 (never a class), and ``"N:<digest>"``.
+    """
+    batches = -(-len(x) // batch_size)
+    pad = batches * batch_size - len(x)
+    x_padded = np.concatenate([x, np.zeros((pad,) + x.shape[1:], np.float32)])
+    y_padded = np.concatenate([y, np.full(pad, -1, np.int32)])
+    digest = hashlib.sha1(x_padded.tobytes())
+    digest.update(y.tobytes())
+    return (x_padded.reshape((batches, batch_size) + x.shape[1:]), y_padded.reshape(batches, batch_size),
+            f"{len(x)}:{digest.hexdigest()[:16]}")
+
+
 class ConfigEvaluator:
     """Evaluates configurations of a supernet on validation data with one compiled function.
 
@@ -82,17 +130,7 @@ class ConfigEvaluator:
     def __init__(self, model, validation_data, batch_size=256, recalibration_data=None,
                  recalibration_batches=4, recalibration_batch_size=128, report_shared_statistics=False,
                  fuse_after=FUSE_AFTER):
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("Invalid value for argument `validation_data`. Expected a tuple "
-                             f"(x_val, y_val). Received: {type(validation_data).__name__}")
-        x = np.asarray(validation_data[0], dtype=np.float32)
-        expected = tuple(model.inputs[0].shape[1:])
-        if x.ndim < 1 or len(x) == 0 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                "Invalid value for argument `validation_data`. Expected a non-empty batch of inputs "
-                f"of shape (N, {', '.join(map(str, expected))}). Received: x of shape {x.shape}"
-            )
-        y = _labels(validation_data[1], len(x))
+        x, y = validation_arrays(model, validation_data)
         if fuse_after is not None and (isinstance(fuse_after, bool) or not isinstance(fuse_after, int)
                                        or fuse_after < 0):
             raise ValueError("Invalid value for argument `fuse_after`. Expected None or a non-negative "
@@ -105,15 +143,9 @@ class ConfigEvaluator:
         self.model = model
         self.num_examples = len(x)
         self.batch_size = min(batch_size, len(x))
-        batches = -(-len(x) // self.batch_size)
-        pad = batches * self.batch_size - len(x)
-        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], np.float32)])
-        y_padded = np.concatenate([y, np.full(pad, -1, np.int32)])  # -1 never equals a class
-        self._x = tf.constant(x.reshape((batches, self.batch_size) + x.shape[1:]))
-        self._y = tf.constant(y_padded.reshape(batches, self.batch_size))
-        digest = hashlib.sha1(x.tobytes())
-        digest.update(y.tobytes())
-        self.fingerprint = f"{self.num_examples}:{digest.hexdigest()[:16]}"
+        x, y_padded, self.fingerprint = padded_batches(x, y, self.batch_size)
+        self._x = tf.constant(x)
+        self._y = tf.constant(y_padded)
         self.recalibration_data = None
         self.recalibrator = None
         if recalibration_data is not None:
