@@ -117,9 +117,7 @@ class _Replay:
                     out = _CONTROL
                 elif isinstance(op, (gl.PathGate, gl.ExitHead)):
                     if isinstance(op, gl.PathGate):
-                        on = cfg.exit >= op.min_exit and (
-                            op.gate_index is None or bool(cfg.gates[op.gate_index])
-                        )
+                        on = op.runs_in(cfg)
                     else:
                         on = op.exit_index == cfg.exit
                     out = self.call(op.layer, [ins[0]]) if on and ins[0] is not None else None

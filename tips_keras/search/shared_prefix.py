@@ -46,7 +46,7 @@ from tips_keras.search.feature_cache import MISSING, FeatureCache
 from tips_keras.supernet import analytic_flops
 from tips_keras.supernet import layers as gl
 from tips_keras.training import batchnorm
-from tips_keras.training.evaluation import padded_batches, validation_arrays
+from tips_keras.training.evaluation import check_sizes, padded_batches, validation_arrays
 
 
 
@@ -115,11 +115,8 @@ class SharedPrefixEvaluator:
                  recalibration_batches=4, recalibration_batch_size=128, report_shared_statistics=False,
                  cache_bytes=1 << 30):
         x, y = validation_arrays(model, validation_data)
-        for arg, value in (("batch_size", batch_size), ("recalibration_batches", recalibration_batches),
-                           ("recalibration_batch_size", recalibration_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
-                                 f"Received: {arg}={value!r}")
+        check_sizes(batch_size=batch_size, recalibration_batches=recalibration_batches,
+                    recalibration_batch_size=recalibration_batch_size)
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ValueError("Invalid value for argument `cache_bytes`. Expected a non-negative integer "
                              f"(bytes). Received: cache_bytes={cache_bytes!r}")
@@ -142,21 +139,20 @@ class SharedPrefixEvaluator:
         self.recalibration_batches = recalibration_batches
         self.recalibration_batch_size = recalibration_batch_size
         self.report_shared_statistics = bool(report_shared_statistics)
-        self.cache_bytes = cache_bytes
         self.trace_count = 0
         self.evaluations, self.seconds = 0, 0.0
         self._functions = {}  # (id(node), training) -> tf.function of the node's layer call
         self.cache = FeatureCache(cache_bytes)  # key -> (validation stream, calibration stream) or None
         self._read_graph(model)
         # The supernet's shared statistics, put back after every recalibrated evaluation.
-        self._shared = {id(bn): (bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy())
-                        for bn in batchnorm.batchnorm_layers(model)}
+        self._shared = {} if self.recalibrator is None else {
+            id(bn): (bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy())
+            for bn in self.recalibrator._layers}
 
     # -- the graph ------------------------------------------------------------------------------
     def _read_graph(self, model):
         """Producer node and upstream switches of every tensor; which tensors are worth keeping."""
         self._producer, self._switches, self._bn = {}, {}, {}
-        self._input_id = id(model.inputs[0])
         control_ids = set()
         order = [n for d in sorted(model._nodes_by_depth, reverse=True) for n in model._nodes_by_depth[d]]
         self._switch_nodes = []  # PathGate nodes, in graph order
@@ -210,14 +206,17 @@ class SharedPrefixEvaluator:
                 self._keep.add(tid)
 
     def _flags(self, config):
-        return tuple(config.exit >= op.min_exit and (op.gate_index is None or bool(config.gates[op.gate_index]))
-                     for op in self._switch_nodes) + (config.exit,)
+        return tuple(op.runs_in(config) for op in self._switch_nodes) + (config.exit,)
 
     # -- one configuration --------------------------------------------------------------------
+    def _key(self, tid, flags, recal):
+        """Tensor ``tid`` under the on/off state of the switches upstream of it."""
+        return (tid, recal) + tuple(flags[s] for s in self._switches[tid])
+
     def _value(self, tid, state):
         """(validation stream, calibration stream) of tensor ``tid``, or None (dropped)."""
         flags, local, recal, config, _ = state
-        key = (tid, recal) + tuple(flags[s] for s in self._switches[tid])
+        key = self._key(tid, flags, recal)
         if key in local:
             return local[key]
         cached = self.cache.get(key)
@@ -226,7 +225,7 @@ class SharedPrefixEvaluator:
         node = self._producer[tid]
         outs = self._compute(node, state)
         for t, v in zip(node.output_tensors, outs):
-            k = (id(t), recal) + tuple(flags[s] for s in self._switches[id(t)])
+            k = self._key(id(t), flags, recal)
             local[k] = v
             if id(t) in self._keep:
                 self.cache.put(k, v)
@@ -242,10 +241,7 @@ class SharedPrefixEvaluator:
             return [self._value(id(node.input_tensors[config.exit]), state)] * n_out
         data = [t for t in node.input_tensors if id(t) not in self._control_ids]
         if isinstance(op, (gl.PathGate, gl.ExitHead)):
-            if isinstance(op, gl.PathGate):
-                on = config.exit >= op.min_exit and (op.gate_index is None or bool(config.gates[op.gate_index]))
-            else:
-                on = op.exit_index == config.exit
+            on = op.runs_in(config) if isinstance(op, gl.PathGate) else op.exit_index == config.exit
             if not on:
                 return [None] * n_out
             x = self._value(id(data[0]), state)

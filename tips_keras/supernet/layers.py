@@ -211,6 +211,20 @@ class PathGate(_Switched):
             return reached
         return ops.logical_and(reached, _scalar(control, self.gate_index) > 0.5)
 
+    def runs_in(self, config):
+        """Whether the wrapped operation runs in ``config`` (the Python twin of the graph flag).
+
+        Args:
+            config: a `tips_keras.Configuration` (``exit`` and ``gates``).
+
+        Returns:
+            True when the active exit is ``>= min_exit`` and the gate is on (or fixed).
+
+        Example:
+            >>> gate.runs_in(tips_keras.Configuration(2, (1, 0, 1, 1, 0, 0)))  # doctest: +SKIP
+        """
+        return config.exit >= self.min_exit and (self.gate_index is None or bool(config.gates[self.gate_index]))
+
     def get_config(self):
         config = super().get_config()
         config.update(gate_index=self.gate_index, min_exit=self.min_exit)

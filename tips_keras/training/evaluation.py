@@ -66,6 +66,21 @@ def validation_arrays(model, validation_data):
     return x, _labels(validation_data[1], len(x))
 
 
+def check_sizes(**sizes):
+    """Checks that each keyword argument is a positive integer (not a bool).
+
+    Args:
+        **sizes: argument name -> value, e.g. ``batch_size=256``.
+
+    Raises:
+        ValueError: the first value that is not a positive integer, named with what was received.
+    """
+    for arg, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
+                             f"Received: {arg}={value!r}")
+
+
 def padded_batches(x, y, batch_size):
     """Pads ``x`` / ``y`` to whole batches and fingerprints them (the search's resume check).
 
@@ -135,11 +150,8 @@ class ConfigEvaluator:
                                        or fuse_after < 0):
             raise ValueError("Invalid value for argument `fuse_after`. Expected None or a non-negative "
                              f"integer. Received: fuse_after={fuse_after!r}")
-        for arg, value in (("batch_size", batch_size), ("recalibration_batches", recalibration_batches),
-                           ("recalibration_batch_size", recalibration_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
-                                 f"Received: {arg}={value!r}")
+        check_sizes(batch_size=batch_size, recalibration_batches=recalibration_batches,
+                    recalibration_batch_size=recalibration_batch_size)
         self.model = model
         self.num_examples = len(x)
         self.batch_size = min(batch_size, len(x))
