@@ -134,7 +134,7 @@ class SharedPrefixEvaluator:
             self.recalibration_data = np.asarray(recalibration_data)
             self.recalibrator = batchnorm.Recalibrator(model, self.recalibration_data,
                                                        recalibration_batch_size, recalibration_batches)
-            batches = self.recalibrator._x  # the batches of the whole-model passes
+            batches = self.recalibrator.batches  # the batches of the whole-model passes
             self._recal = [batches[i] for i in range(batches.shape[0])]
         self.recalibration_batches = recalibration_batches
         self.recalibration_batch_size = recalibration_batch_size
@@ -147,7 +147,7 @@ class SharedPrefixEvaluator:
         # The supernet's shared statistics, put back after every recalibrated evaluation.
         self._shared = {} if self.recalibrator is None else {
             id(bn): (bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy())
-            for bn in self.recalibrator._layers}
+            for bn in self.recalibrator.layers}
 
     # -- the graph ------------------------------------------------------------------------------
     def _read_graph(self, model):
@@ -276,19 +276,9 @@ class SharedPrefixEvaluator:
         cal = [None] * n_out
         if recal:
             bns = self._bn[id(node)]
-            rc = self.recalibrator
-            unchecked = [bn for bn in bns if id(bn) not in rc._checked]
-            before = batchnorm._moments(unchecked)
-            for bn in unchecked:
-                bn.moving_mean.assign(np.full(bn.moving_mean.shape, batchnorm._MARK, str(bn.moving_mean.dtype)))
             train = self._function(node, call, True)
-            with rc._tracing():  # traced (once) with the momentum variable; frozen layers update
-                batches = []
-                for i in range(len(self._recal)):
-                    rc._momentum.assign(i / (i + 1.0))  # moving statistics = mean of the batches'
-                    batches.append(train(*[v[1][i] for v in ins]))
-            if unchecked:
-                rc._check_updated(unchecked, before)
+            # Traced (once) with the momentum variable; frozen layers update.
+            batches = self.recalibrator.calibrate(lambda i: train(*[v[1][i] for v in ins]), bns)
             state[4].update(id(bn) for bn in bns)
             cal = [[b[j] for b in batches] for j in range(n_out)]
         infer = self._function(node, call, False)
@@ -321,7 +311,7 @@ class SharedPrefixEvaluator:
         return out
 
     def _restore(self, touched):
-        for bn in self.recalibrator._layers:
+        for bn in self.recalibrator.layers:
             if id(bn) in touched:
                 mean, var = self._shared[id(bn)]
                 bn.moving_mean.assign(mean)

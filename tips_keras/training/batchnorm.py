@@ -118,6 +118,49 @@ class Recalibrator:
         self._fused = {}  # fn -> concrete function of `fused`
         self._active_cache = {}  # active control vector (bytes) -> its BatchNorm layers
 
+    @property
+    def batches(self):
+        """The calibration set as one tensor, shape ``(batches, batch_size) + input shape``.
+
+        Batch ``i`` is the input of the ``i``-th training-mode pass of every recalibration; a
+        caller that computes the passes itself (`calibrate`) must use these batches, in this order.
+        """
+        return self._x
+
+    @property
+    def layers(self):
+        """The supernet's BatchNormalization layers (a new list; the layers themselves)."""
+        return list(self._layers)
+
+    def calibrate(self, step, layers):
+        """Runs a caller's training-mode passes under the recalibration's momentum schedule.
+
+        For each calibration batch index ``i`` (in order), the momentum of every BatchNorm layer
+        is set to ``i / (i + 1)`` and ``step(i)`` runs: a ``step`` that calls some layers with
+        ``training=True`` on batch ``i``'s features leaves their moving statistics the average of
+        the batch statistics, exactly as a whole-model recalibration does (frozen layers included).
+        The first time a layer of ``layers`` is calibrated it is checked to have updated, with the
+        same ``RuntimeWarning`` as `__call__`. Used by the search's shared-prefix evaluation
+        (`tips_keras.search.SharedPrefixEvaluator`), which runs the passes node by node.
+
+        Args:
+            step: a function of the batch index; a ``tf.function`` traced inside this call reads
+                the momentum variable (no re-trace when called again).
+            layers: the BatchNorm layers ``step`` updates (checked once each).
+
+        Returns:
+            A list, ``step(i)`` for every batch index.
+        """
+        unchecked = [bn for bn in layers if id(bn) not in self._checked]
+        before = self._mark(unchecked)
+        with self._tracing():
+            out = []
+            for i in range(self._x.shape[0]):
+                self._momentum.assign(i / (i + 1.0))  # moving statistics = mean of the batches'
+                out.append(step(i))
+        self._check_updated(unchecked, before)
+        return out
+
     def _run(self, x):
         self.trace_count += 1  # Python side effect: runs only while tracing
         for i in tf.range(tf.shape(x)[0]):
@@ -194,9 +237,7 @@ class Recalibrator:
         if self._concrete is None:
             self._trace()
         unchecked = self._unchecked_layers()
-        before = _moments(unchecked)
-        for bn in unchecked:  # a mark the first pass overwrites (its momentum is 0)
-            bn.moving_mean.assign(np.full(bn.moving_mean.shape, _MARK, str(bn.moving_mean.dtype)))
+        before = self._mark(unchecked)
         self._concrete(self._x)
         self._check_updated(unchecked, before)
         return resolved
@@ -218,6 +259,14 @@ class Recalibrator:
             self._active_cache[key] = list(
                 {id(bn): bn for name in names for bn in self._by_layer.get(name, [])}.values())
         return [bn for bn in self._active_cache[key] if id(bn) not in self._checked]
+
+    @staticmethod
+    def _mark(layers):
+        """Sets a mark the first pass overwrites (its momentum is 0); returns the moments before."""
+        before = _moments(layers)
+        for bn in layers:
+            bn.moving_mean.assign(np.full(bn.moving_mean.shape, _MARK, str(bn.moving_mean.dtype)))
+        return before
 
     def _check_updated(self, layers, before):
         """Warns (once per layer) about layers the passes ran but did not update (mark still set)."""
