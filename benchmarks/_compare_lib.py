@@ -92,6 +92,9 @@ VARIANTS = {
     # ... every reached exit, the auxiliary exits at a constant 0.3 (GoogLeNet's / DSN's weight): Adam
     # keeps the early heads learning at full speed, the shared trunk takes 0.3 of their pull.
     "tips[menu-aux0.3]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0, "aux_weight": 0.3}),
+    # ... both: the largest path at its own exit only, the others' auxiliary exits at 0.3.
+    "tips[menu-mixed-aux0.3]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0,
+                                         "exits": "reached_except_largest", "aux_weight": 0.3}),
     "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),
