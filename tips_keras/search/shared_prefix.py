@@ -46,7 +46,7 @@ from tips_keras.search.feature_cache import MISSING, FeatureCache
 from tips_keras.supernet import analytic_flops
 from tips_keras.supernet import layers as gl
 from tips_keras.training import batchnorm
-from tips_keras.training.evaluation import check_sizes, padded_batches, validation_arrays
+from tips_keras.training.evaluation import padded_batches, validation_arrays
 
 
 
@@ -115,8 +115,8 @@ class SharedPrefixEvaluator:
                  recalibration_batches=4, recalibration_batch_size=128, report_shared_statistics=False,
                  cache_bytes=1 << 30):
         x, y = validation_arrays(model, validation_data)
-        check_sizes(batch_size=batch_size, recalibration_batches=recalibration_batches,
-                    recalibration_batch_size=recalibration_batch_size)
+        batchnorm.check_sizes(batch_size=batch_size, recalibration_batches=recalibration_batches,
+                              recalibration_batch_size=recalibration_batch_size)
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ValueError("Invalid value for argument `cache_bytes`. Expected a non-negative integer "
                              f"(bytes). Received: cache_bytes={cache_bytes!r}")

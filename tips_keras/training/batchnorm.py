@@ -46,11 +46,19 @@ def batchnorm_layers(layer):
             if isinstance(sub, keras.layers.BatchNormalization)]
 
 
-def _check_int(arg, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected a positive integer. Received: {arg}={value!r}"
-        )
+def check_sizes(**sizes):
+    """Checks that each keyword argument is a positive integer (not a bool).
+
+    Args:
+        **sizes: argument name -> value, e.g. ``batch_size=256``.
+
+    Raises:
+        ValueError: the first value that is not a positive integer, named with what was received.
+    """
+    for arg, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
+                             f"Received: {arg}={value!r}")
 
 
 def _as_inputs(model, x, arg="x"):
@@ -97,8 +105,7 @@ class Recalibrator:
     """
 
     def __init__(self, model, x, batch_size=128, batches=8):
-        _check_int("batch_size", batch_size)
-        _check_int("batches", batches)
+        check_sizes(batch_size=batch_size, batches=batches)
         x = _as_inputs(model, x)
         size = min(batch_size, len(x))
         count = max(min(batches, len(x) // size), 1)
@@ -339,8 +346,7 @@ def recalibrator(model, x, batch_size=128, max_batches=8):
         >>> recalibrator(model, x_train[:1024])("smallest")  # doctest: +SKIP
     """
     x = _as_inputs(model, x)
-    _check_int("batch_size", batch_size)
-    _check_int("max_batches", max_batches)
+    check_sizes(batch_size=batch_size, max_batches=max_batches)
     digest = hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
     key = (digest, x.shape, batch_size, max_batches)
     per_model = _CACHE.setdefault(model, {})

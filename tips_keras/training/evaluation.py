@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tips_keras.supernet import analytic_flops
-from tips_keras.training.batchnorm import Recalibrator
+from tips_keras.training.batchnorm import Recalibrator, check_sizes
 
 
 # Evaluations before the fused call is traced: on the demo supernet (2,000 validation, 512 calibration
@@ -64,21 +64,6 @@ def validation_arrays(model, validation_data):
             f"of shape (N, {', '.join(map(str, expected))}). Received: x of shape {x.shape}"
         )
     return x, _labels(validation_data[1], len(x))
-
-
-def check_sizes(**sizes):
-    """Checks that each keyword argument is a positive integer (not a bool).
-
-    Args:
-        **sizes: argument name -> value, e.g. ``batch_size=256``.
-
-    Raises:
-        ValueError: the first value that is not a positive integer, named with what was received.
-    """
-    for arg, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
-                             f"Received: {arg}={value!r}")
 
 
 def padded_batches(x, y, batch_size):
