@@ -65,20 +65,3 @@ def blobs():
     x, y = make_blobs(256, seed=0)
     xv, yv = make_blobs(128, seed=1)
     return x, y, xv, yv
-
-
-# Scheduling: `--dist loadfile` keeps a file on one worker, and the suite's wall time is the busier
-# worker's. pytest-xdist would hand out files by number of tests (`--loadscope-reorder`), which put
-# the two-test multi-worker file last, alone, for about two minutes. Instead (`--no-loadscope-
-# reorder` in pyproject.toml) the files below go first, longest first (longest-processing-time
-# scheduling), and the many short files fill in behind them. Seconds of one worker on this
-# project's 2-core machines (`pytest --junitxml=J` summed per file); only the order depends on them.
-FILE_SECONDS = {}
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Orders the collected tests file by file, the costliest files of `FILE_SECONDS` first."""
-    rank = {}
-    for item in items:
-        rank.setdefault(item.path.name, (-FILE_SECONDS.get(item.path.name, 0.0), len(rank)))
-    items.sort(key=lambda item: rank[item.path.name])  # stable: a file's own order is kept
