@@ -116,10 +116,7 @@ class _Replay:
                 if isinstance(op, gl.SubnetController):
                     out = _CONTROL
                 elif isinstance(op, (gl.PathGate, gl.ExitHead)):
-                    if isinstance(op, gl.PathGate):
-                        on = op.runs_in(cfg)
-                    else:
-                        on = op.exit_index == cfg.exit
+                    on = op.runs_in(cfg)
                     out = self.call(op.layer, [ins[0]]) if on and ins[0] is not None else None
                 elif isinstance(op, gl.ExitSelector):
                     out = ins[cfg.exit]

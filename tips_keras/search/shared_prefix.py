@@ -241,8 +241,7 @@ class SharedPrefixEvaluator:
             return [self._value(id(node.input_tensors[config.exit]), state)] * n_out
         data = [t for t in node.input_tensors if id(t) not in self._control_ids]
         if isinstance(op, (gl.PathGate, gl.ExitHead)):
-            on = op.runs_in(config) if isinstance(op, gl.PathGate) else op.exit_index == config.exit
-            if not on:
+            if not op.runs_in(config):
                 return [None] * n_out
             x = self._value(id(data[0]), state)
             if x is None:

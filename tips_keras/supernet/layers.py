@@ -257,6 +257,17 @@ class ExitHead(_Switched):
     def _flag(self, control):
         return ops.abs(_scalar(control, -1) - float(self.exit_index)) < 0.5
 
+    def runs_in(self, config):
+        """Whether this head runs in ``config`` (the Python twin of the graph flag).
+
+        Args:
+            config: a `tips_keras.Configuration`.
+
+        Returns:
+            True when ``config.exit`` is this head's exit.
+        """
+        return config.exit == self.exit_index
+
     def get_config(self):
         config = super().get_config()
         config.update(exit_index=self.exit_index)
@@ -283,6 +294,10 @@ class ReachedExitHead(ExitHead):
 
     def _flag(self, control):
         return _scalar(control, -1) > (float(self.exit_index) - 0.5)
+
+    def runs_in(self, config):
+        """True when ``config`` reaches this head (``exit_index <= config.exit``)."""
+        return self.exit_index <= config.exit
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
