@@ -95,6 +95,10 @@ VARIANTS = {
     # ... both: the largest path at its own exit only, the others' auxiliary exits at 0.3.
     "tips[menu-mixed-aux0.3]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0,
                                          "exits": "reached_except_largest", "aux_weight": 0.3}),
+    # ... and no smallest path: the largest + 3 draws among the menu's important paths, so the
+    # step share the smallest sub-network (10 % FLOPs, off the menu) took goes to the menu paths.
+    # This is `TIPSCallback(recipe="menu")` (the explicit options above, as tests/test_callback.py checks).
+    "tips[menu-mixed-aux0.3-no-smallest]": ("tips", {"recipe": "menu", "budgets": (0.25, 0.5)}),
     "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),

@@ -48,6 +48,47 @@ def test_single_path_recipe_is_the_old_rule(sampler, k, supernet, blobs):
     assert callback.step.exits == "active" and callback.step.teacher is None
 
 
+def test_menu_recipe_draws_the_budgets_important_paths_after_the_largest(supernet, blobs, tmp_path):
+    callback = tips.TIPSCallback(recipe="menu", budgets=(0.3, 0.6), seed=1)
+    seen = {}
+
+    def keep(epoch, logs):
+        seen[epoch] = ([tuple(c.to_vector()) for c in callback.important_paths.values()],
+                       [list(map(tuple, paths)) for paths in callback._records], dict(callback.important_paths))
+
+    x, y, xv, yv = blobs
+    log = tmp_path / "log.csv"
+    history = supernet.fit(x[:64], y[:64], batch_size=32, epochs=2, verbose=0, validation_data=(xv[:32], yv[:32]),
+                           callbacks=[callback, keras.callbacks.LambdaCallback(on_epoch_end=keep),
+                                      keras.callbacks.CSVLogger(str(log))])
+    # The report of the menu recipe: the largest and each budget's important path, every epoch.
+    names = ("val_largest_accuracy", "val_budget30_accuracy", "val_budget60_accuracy")
+    for key in names:
+        assert len(history.history[key]) == 2 and 0.0 <= history.history[key][-1] <= 1.0
+    assert "val_smallest_accuracy" not in history.history
+    with open(log) as f:
+        assert set(names) <= set(next(csv.reader(f)))
+    # Epoch 1's validation evaluated the paths that epoch trained: those found after epoch 0.
+    report = callback._validation.report.configs
+    assert report["budget30"] == seen[0][2][0.3] and report["budget60"] == seen[0][2][0.6]
+    space = supernet.config_space
+    largest = tuple(space.largest().to_vector())
+    assert callback.step.exits == "reached_except_largest" and callback.sampler_options["focus"] == 1.0
+    important_after_epoch_0 = set(seen[0][0])
+    assert important_after_epoch_0 and len(seen[1][1]) == 2
+    for paths in seen[1][1]:  # epoch 1: the largest, then only the menu's important paths
+        assert len(paths) == 4 and paths[0] == largest
+        assert set(paths[1:]) <= important_after_epoch_0, (paths, important_after_epoch_0)
+
+
+def test_menu_recipe_is_the_explicit_options_it_names():
+    explicit = tips.TIPSCallback(budgets=(0.25, 0.5), focus=1.0, exits="reached_except_largest", aux_weight=0.3,
+                                 sandwich=False, include_largest=True, include_smallest=False)
+    named = tips.TIPSCallback(recipe="menu", budgets=(0.25, 0.5))
+    assert named.recipe_values == explicit.recipe_values
+    assert named.sampler_options == explicit.sampler_options
+
+
 BUDGET_OPTIONS = dict(sampler="tips", p_min=0.1, p_max=0.9, budgets=(0.3, 0.6, 0.9))
 
 

@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 from tips_keras.training.batchnorm import recalibrated
-from tips_keras.training.validation import DeployedValidation, calibration_sample, validation_sample
+import tips_keras as tips
+from tips_keras.training.validation import (DeployedValidation, budget_configs, budget_name, calibration_sample,
+                                          validation_sample)
 
 
 def test_calibration_sample_of_an_array_is_a_seeded_subset_of_the_training_part():
@@ -60,3 +62,17 @@ def test_deployed_validation_is_each_configuration_recalibrated(supernet, blobs)
         assert results[f"{name}_accuracy"] == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="config"):
         DeployedValidation(supernet, {"bad": (5, [1])}, (xv, yv))
+
+
+def test_budget_report_names_each_budgets_important_path(supernet):
+    assert budget_name(0.25) == "budget25" and budget_name(0.125) == "budget12.5" and budget_name(1.0) == "budget100"
+    full = tips.flops(supernet, "largest")
+    smallest = tips.flops(supernet, "smallest") / full
+    # Before any importance: the configuration with the most nodes within each budget.
+    found = budget_configs(supernet, (0.6, 1.0, smallest / 2))
+    assert set(found) == {"budget60", "budget100"}  # nothing fits half the smallest: not reported
+    assert found["budget100"] == supernet.config_space.largest()
+    assert tips.flops(supernet, found["budget60"]) <= 0.6 * full
+    # The callback's important paths win where it has them.
+    given = supernet.config_space.smallest()
+    assert budget_configs(supernet, (0.6, 1.0), {0.6: given, 1.0: None})["budget60"] == given

@@ -31,6 +31,14 @@ def _check_stages(widths, blocks_per_stage):
         )
 
 
+def _check_stem_stride(stem_stride):
+    if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
+        raise ValueError(
+            "Invalid value for argument `stem_stride`. Expected 1 or 2. "
+            f"Received: stem_stride={stem_stride!r}"
+        )
+
+
 def _sequential(input_shape, ops, name):
     return keras.Sequential([keras.Input(input_shape)] + ops, name=name)
 
@@ -95,6 +103,7 @@ def anytime_resnet(
     blocks_per_stage=2,
     bn_momentum=0.9,
     exit_head="conv",
+    stem_stride=1,
     name="anytime_resnet",
 ):
     """A pre-activation ResNet supernet with one gate per residual block and one exit per stage.
@@ -111,13 +120,17 @@ def anytime_resnet(
             the softmax layer, as early exits in MSDNet and Shallow-Deep Networks do; the last
             exit pools directly. ``"pool"``: every exit pools directly (the heads of tips-keras
             0.1). A head's FLOPs count in every configuration that takes its exit.
+        stem_stride: stride of the stem convolution, 1 (default) or 2. 2 halves the resolution
+            of every stage (a quarter of the MACs per channel, as the stride-2 stems of ResNet
+            and MobileNet): with twice the widths a stage costs what it did at stride 1.
         name: model name.
 
     Returns:
         An `AnytimeModel` whose output is the active exit's class probabilities.
 
     Raises:
-        ValueError: non-positive widths / blocks, fewer than 2 classes, an unknown ``exit_head``.
+        ValueError: non-positive widths / blocks, fewer than 2 classes, an unknown ``exit_head``,
+            a ``stem_stride`` other than 1 or 2.
 
     Example:
         >>> model = anytime_resnet((28, 28, 1), 10, widths=(8, 16), blocks_per_stage=2)
@@ -126,7 +139,7 @@ def anytime_resnet(
     """
 
     def stem(x, width):
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        x = layers.Conv2D(width, 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv")(x)
         return layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
 
     def branch(shape, width, n):
@@ -154,6 +167,7 @@ def anytime_resnet(
             f"{n}_layers",
         )
 
+    _check_stem_stride(stem_stride)
     return _build(
         input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum,
         exit_head,
@@ -168,6 +182,7 @@ def anytime_mobilenet(
     expansion=4,
     bn_momentum=0.9,
     exit_head="conv",
+    stem_stride=1,
     name="anytime_mobilenet",
 ):
     """A MobileNetV2-style supernet: gated inverted-residual blocks, an exit per stage.
@@ -180,6 +195,7 @@ def anytime_mobilenet(
         expansion: expansion factor of the 1x1 expand convolution.
         bn_momentum: BatchNormalization momentum (see `anytime_resnet`).
         exit_head: ``"conv"`` or ``"pool"`` (see `anytime_resnet`).
+        stem_stride: 1 (default) or 2 (see `anytime_resnet`).
         name: model name.
 
     Returns:
@@ -192,7 +208,7 @@ def anytime_mobilenet(
     """
 
     def stem(x, width):
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        x = layers.Conv2D(width, 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv")(x)
         x = layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
         return layers.ReLU(6.0, name="stem_relu")(x)
 
@@ -225,6 +241,7 @@ def anytime_mobilenet(
             f"{n}_layers",
         )
 
+    _check_stem_stride(stem_stride)
     return _build(
         input_shape, num_classes, widths, blocks_per_stage, stem, branch, transition, name, bn_momentum,
         exit_head,

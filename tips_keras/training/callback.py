@@ -41,9 +41,10 @@ class TIPSCallback(keras.callbacks.Callback):
         sampler: rule for the drawn paths: ``"tips"`` (default), ``"uniform"``, ``"sandwich"``
             (uniform, always with the largest and smallest) or ``"stochastic_depth"``, or a
             callable ``space -> tips_keras.training.sampling.Sampler``.
-        recipe: ``"anytime"`` (default) or ``"single_path"`` (tips-keras 0.1's rule, a baseline);
-            see `tips_keras.training.recipes`. The arguments from `paths_per_step` to `final_weights`
-            default to the recipe's.
+        recipe: ``"anytime"`` (default: the whole space), ``"menu"`` (the ``budgets``' important
+            paths and the largest, for a menu known before training) or ``"single_path"``
+            (tips-keras 0.1's rule, a baseline); see `tips_keras.training.recipes`. The arguments
+            from `paths_per_step` to `final_weights` default to the recipe's.
         paths_per_step: sub-networks trained per batch (gradients averaged in one step).
         sandwich: the largest and the smallest sub-network are paths of every step.
         exits: ``"reached"`` (every exit a path's trunk reaches learns), ``"active"`` or
@@ -81,15 +82,20 @@ class TIPSCallback(keras.callbacks.Callback):
             DTMC by the loss / gradient norm it had (`tips_keras.training.signals`).
         eval_config: configuration evaluated by Keras' validation and left active after training.
         report_configs: configurations whose deployed validation accuracy is logged as
-            ``val_<name>_accuracy``: a sequence of ``"largest"`` / ``"smallest"`` or a dict
-            ``{name: configuration}``; empty to skip.
+            ``val_<name>_accuracy``: a sequence of ``"largest"`` / ``"smallest"`` / ``"budgets"``
+            (each budget's important path, ``val_budget25_accuracy`` for 0.25) or a dict
+            ``{name: configuration}``; empty to skip. Default (``None``): the largest and the
+            smallest, with ``recipe="menu"`` the largest and the budgets.
         recalibration_data: ``"auto"`` (default: ``calibration_size`` inputs of ``fit``'s own
             ``x``), training inputs, or ``None`` (evaluate with the shared statistics).
         calibration_size: inputs taken for ``"auto"``.
         validation_size: validation examples used by the deployed report (``None``: all).
         terminate_on_nan: stop training when the loss becomes NaN/Inf, naming the sub-network.
         **sampler_options: options of the sampler (``p_min``, ``p_max``, ``smoothing``, ``focus``
-            for TIPS, ``final_survival`` for stochastic depth, ``largest_prob``).
+            for TIPS, ``final_survival`` for stochastic depth, ``largest_prob``, and
+            ``include_largest`` / ``include_smallest``, which the sandwich rule sets unless given:
+            ``include_smallest=False`` trains the largest path and ``paths_per_step - 1`` drawn
+            ones, e.g. only the menu's important paths with ``budgets`` and ``focus=1.0``).
 
     Attributes:
         importance: ``{gate name: importance in [0, 1]}`` after the latest epoch.
@@ -115,7 +121,7 @@ class TIPSCallback(keras.callbacks.Callback):
                  aux_weight=None, teacher=None, distillation=None, ema_decay=None, lr_schedule=None, warmup=None,
                  masked_updates=None, final_weights=None, seed=0, importance="budget_paths",
                  budgets=(0.1, 0.25, 0.5, 0.75), coupling=1.0, score="sum", signal=None, eval_config="largest",
-                 report_configs=("largest", "smallest"), recalibration_data="auto", calibration_size=1024,
+                 report_configs=None, recalibration_data="auto", calibration_size=1024,
                  validation_size=None, terminate_on_nan=True, **sampler_options):
         super().__init__()
         recipes.check_dtmc_arguments(sampler, coupling, score)
@@ -136,11 +142,14 @@ class TIPSCallback(keras.callbacks.Callback):
         self.importance_rule = importance
         self.budgets = recipes.check_budgets(budgets)
         self.eval_config = eval_config
+        if report_configs is None:
+            report_configs = ("largest", validation_lib.BUDGETS if recipe == "menu" else "smallest")
         (self.report_configs, self.recalibration_data, self.calibration_size,
          self.validation_size) = validation_lib.check_arguments(report_configs, recalibration_data,
                                                                 calibration_size, validation_size)
+        self._report_budgets = self.report_configs.pop(validation_lib.BUDGETS, None) == validation_lib.BUDGETS
         self.terminate_on_nan = terminate_on_nan
-        self.sampler_options = recipes.sampler_options(self.recipe_values, sampler, sampler_options)
+        self.sampler_options = recipes.sampler_options(self.recipe_values, sampler, sampler_options, recipe)
         self.sampler = None
         self.step = None
         self.importance = {}
@@ -188,9 +197,6 @@ class TIPSCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         """Builds sampler, step, teacher, schedule and calibration; switches the model to the step.
 
-        Args:
-            logs: unused.
-
         Raises:
             ValueError: bad sampler options, or a ``sampler`` callable not returning a `Sampler`.
         """
@@ -213,10 +219,15 @@ class TIPSCallback(keras.callbacks.Callback):
         self._schedule = StepSchedule(values["warmup"]) if values["lr_schedule"] == "cosine" else StepSchedule(None)
         self._schedule.start(model.optimizer)
         self._validation = validation_lib.prepare(
-            model, self._fit_arguments, self.recalibration_data, self.calibration_size, self.report_configs,
-            self.validation_size, self.seed, self.eval_config)
+            model, self._fit_arguments, self.recalibration_data, self.calibration_size,
+            {**self.report_configs, **self._budget_report()}, self.validation_size, self.seed, self.eval_config)
         model.set_training_step(self.step)
         self._training = True
+
+    def _budget_report(self):
+        if not self._report_budgets:
+            return {}
+        return validation_lib.budget_configs(self.model, self.budgets, self.important_paths)
 
     def _store_state(self):
         state_lib.store_state(self.sampler, self.model.controller)
@@ -235,12 +246,7 @@ class TIPSCallback(keras.callbacks.Callback):
 
     # -- per step -----------------------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
-        """Starts recording the epoch's paths.
-
-        Args:
-            epoch: the epoch index.
-            logs: unused.
-        """
+        """Starts recording the epoch's paths (``epoch``: its index)."""
         self._epoch = epoch
         self._records = []
         self._signals = []
@@ -275,12 +281,7 @@ class TIPSCallback(keras.callbacks.Callback):
         return self._schedule.rate(self.params, epoch, batch)
 
     def on_train_batch_begin(self, batch, logs=None):
-        """Draws the step's paths, records them, sets the learning rate and hands the paths over.
-
-        Args:
-            batch: the batch index.
-            logs: unused.
-        """
+        """Draws the step's paths, records them, sets the learning rate and hands the paths over."""
         if not self._epoch_started:
             self._epoch_started = True
             self._load_state()
@@ -324,30 +325,22 @@ class TIPSCallback(keras.callbacks.Callback):
 
     # -- validation ---------------------------------------------------------------------------
     def on_test_begin(self, logs=None):
-        """Activates ``eval_config`` for validation, recalibrated on the calibration sample.
-
-        Args:
-            logs: unused.
-        """
+        """Activates ``eval_config`` for validation, recalibrated on the calibration sample; the
+        ``"budgets"`` report takes the important paths the epoch trained."""
+        report = self._validation.report
+        if self._training and report is not None:
+            report.configs.update(self._budget_report())
         self._validation.begin()
 
     def on_test_end(self, logs=None):
-        """Evaluates every report configuration; `on_epoch_end` logs ``val_<name>_accuracy``.
-
-        Args:
-            logs: unused (Keras passes callbacks a copy of the validation logs).
-        """
+        """Evaluates every report configuration; `on_epoch_end` logs ``val_<name>_accuracy``."""
         self._pending = self._validation.end(report=self._training)
 
     def on_train_end(self, logs=None):
         """Restores the standard step, optimizer and learning rate; activates ``eval_config``.
 
         With ``final_weights="ema"`` the EMA teacher's weights replace the trained ones first.
-        ``eval_config`` is left recalibrated on the calibration sample.
-
-        Args:
-            logs: unused.
-        """
+        ``eval_config`` is left recalibrated on the calibration sample."""
         model = self.model
         self._training = False
         model.set_training_step(None)

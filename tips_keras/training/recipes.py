@@ -11,6 +11,14 @@ callback argument of the same name.
   (decay 0.997, the authors' value) mixed with the labels; only the parameters a step used are
   stepped; a cosine learning rate with a short linear warm-up. The exact values and why are in
   ``RECIPES["anytime"]`` and benchmarks/RESULTS.md.
+* ``"menu"``: for a menu known before training (``budgets``): the largest sub-network and
+  ``paths_per_step - 1`` paths drawn among the budgets' important paths in every step (no
+  smallest sub-network: with the TIPS sampler ``focus=1.0``); the largest learns at its own exit
+  only, every other path at every exit it reaches with the earlier (auxiliary) exits weighted 0.3
+  (GoogLeNet's and Deeply-Supervised Nets' companion-loss weight); teacher, schedule and masked
+  updates as ``"anytime"``. Measured in benchmarks/deep/RESULTS.md (variant
+  ``tips[menu-mixed-aux0.3-no-smallest]``): the menu's configurations come within a point of the
+  same networks trained alone, configurations far from the menu are left untrained.
 * ``"single_path"``: tips-keras 0.1's rule and the baseline of the sampler comparisons: one
   drawn path per step, only its own exit trained, no teacher, the optimizer's own learning rate,
   every parameter stepped. ``sampler="sandwich"`` with it is the plain sandwich rule, and
@@ -40,6 +48,19 @@ RECIPES = {
         masked_updates=True,  # parameters no path used are not stepped
         final_weights="trained",
     ),
+    "menu": dict(
+        sandwich=False,       # no smallest path: its share of the step goes to the menu's paths
+        paths_per_step=4,     # the largest + 3 drawn among the budgets' important paths
+        exits="reached_except_largest",  # the largest learns at its own exit only
+        aux_weight=0.3,       # the other paths' earlier exits at 0.3
+        teacher="ema",
+        distillation=0.5,
+        ema_decay=0.997,
+        lr_schedule="cosine",
+        warmup=0.05,
+        masked_updates=True,
+        final_weights="trained",
+    ),
     "single_path": dict(
         sandwich=False,
         paths_per_step=1,
@@ -55,6 +76,13 @@ RECIPES = {
     ),
 }
 FINAL_WEIGHTS = ("trained", "ema")
+# Sampler options a recipe sets (unless the user gives them), per sampler name.
+RECIPE_SAMPLER_OPTIONS = {
+    "menu": {
+        "tips": {"include_largest": True, "include_smallest": False, "focus": 1.0},
+        "uniform": {"include_largest": True, "include_smallest": False},
+    },
+}
 
 
 def resolve_recipe(recipe, overrides, sampler):
@@ -214,13 +242,15 @@ def check_budgets(budgets):
     return tuple(float(b) for b in values)
 
 
-def sampler_options(values, sampler, options):
-    """The sampler options a resolved recipe implies (the sandwich's fixed paths), plus ``options``.
+def sampler_options(values, sampler, options, recipe="anytime"):
+    """The sampler options a resolved recipe implies (the sandwich's fixed paths, the menu
+    recipe's largest-first draws), plus ``options``.
 
     Args:
         values: a resolved recipe (`resolve_recipe`).
         sampler: the callback's ``sampler``.
         options: the user's sampler options (they win).
+        recipe: the recipe's name (``RECIPE_SAMPLER_OPTIONS``).
 
     Returns:
         A new dict of sampler options.
@@ -230,6 +260,9 @@ def sampler_options(values, sampler, options):
         {'include_largest': True, 'include_smallest': True}
     """
     options = dict(options)
+    if not callable(sampler) and not values["sandwich"]:
+        for key, value in RECIPE_SAMPLER_OPTIONS.get(recipe, {}).get(sampler, {}).items():
+            options.setdefault(key, value)
     if values["sandwich"] and sampler != "sandwich" and not callable(sampler):
         options.setdefault("include_largest", True)
         options.setdefault("include_smallest", True)

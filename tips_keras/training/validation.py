@@ -13,7 +13,9 @@ arguments of the call (``set_fit_arguments``), and this module takes from them:
 `DeployedValidation` then evaluates named configurations on it, each after recalibration, with one
 compiled function (`tips_keras.training.evaluation.ConfigEvaluator`): these are the accuracies of
 the sub-networks as they would be deployed, which the callback logs as ``val_<name>_accuracy``.
-`ValidationPass` is what the callback does around each of Keras' validation passes.
+`ValidationPass` is what the callback does around each of Keras' validation passes. With
+``"budgets"`` among the report's configurations, each FLOPs budget's important path is reported
+too (`budget_configs`), as ``val_budget<percent>_accuracy``.
 """
 
 import math
@@ -24,6 +26,9 @@ import numpy as np
 from tips_keras.training.batchnorm import Recalibrator
 from tips_keras.training.calibration import set_calibration_data
 from tips_keras.training.evaluation import ConfigEvaluator
+from tips_keras.training.importance import important_paths
+
+BUDGETS = "budgets"  # the report entry that stands for each budget's important path
 
 
 def _is_array(value):
@@ -219,11 +224,55 @@ class ValidationPass:
         return logs
 
 
+def budget_name(budget):
+    """The report name of a FLOPs budget's important path (its percent of the full FLOPs).
+
+    Args:
+        budget: a fraction of the full FLOPs.
+
+    Returns:
+        ``"budget<percent>"``.
+
+    Example:
+        >>> budget_name(0.25)
+        'budget25'
+    """
+    return f"budget{budget * 100:g}"
+
+
+def budget_configs(model, budgets, paths=None):
+    """``{budget_name(b): configuration}``: each budget's important path, as the report evaluates it.
+
+    Args:
+        model: the supernet.
+        budgets: fractions of the full FLOPs.
+        paths: ``{budget: Configuration or None}``, the callback's ``important_paths``; a budget
+            without one (before the first epoch's importance, or after a resume until the
+            resumed epoch ends) gets the configuration with the most nodes within it (the
+            highest-TPS path when every node scores the same).
+
+    Returns:
+        A dict without the budgets that no configuration fits.
+
+    Example:
+        >>> budget_configs(model, (0.25, 0.5))  # doctest: +SKIP
+        {'budget25': Configuration(exit=1, ...), 'budget50': Configuration(exit=1, ...)}
+    """
+    paths = dict(paths or {})
+    missing = [b for b in budgets if paths.get(b) is None]
+    if missing:
+        space = model.config_space
+        found = important_paths(model, np.ones(model.topology.num_nodes), missing)
+        paths.update({b: None if p is None else space.resolve((p[0], list(p[1]))) for b, p in zip(missing, found)})
+    return {budget_name(b): paths[b] for b in budgets if paths[b] is not None}
+
+
 def check_arguments(report_configs, recalibration_data, calibration_size, validation_size):
     """Validates the validation arguments of `TIPSCallback`.
 
     Args:
-        report_configs: a sequence of ``"largest"`` / ``"smallest"`` or a dict ``{name: config}``.
+        report_configs: a sequence of ``"largest"`` / ``"smallest"`` / ``"budgets"`` (each
+            budget's important path, `budget_configs`) or a dict ``{name: config}``.
         recalibration_data: ``"auto"``, ``None`` or training inputs.
         calibration_size: a positive int.
         validation_size: ``None`` or a positive int.
