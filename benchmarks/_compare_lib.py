@@ -41,6 +41,7 @@ class Setting:
     batch: int = 128
     lr: float = 2e-3
     augment: bool = False
+    stem_stride: int = 1
     recal: int = 1024  # training images for BN recalibration before a test evaluation
     recal_batch: int = 512
     metric_val: int = 500  # validation images of the per-epoch convergence metric
@@ -128,8 +129,8 @@ class RunSpec:
 
 
 def build_model(setting):
-    return tips.zoo.anytime_resnet((28, 28, 1), 10, widths=setting.widths,
-                                   blocks_per_stage=setting.blocks, name=f"supernet_{setting.name}")
+    return tips.zoo.anytime_resnet((28, 28, 1), 10, widths=setting.widths, blocks_per_stage=setting.blocks,
+                                   stem_stride=setting.stem_stride, name=f"supernet_{setting.name}")
 
 
 def select_configs(model, levels=LEVELS):

@@ -2,8 +2,8 @@
 
 Run:  .venv/bin/python benchmarks/demo_reference.py [--run-dir runs/demo] [--seeds 0 1 2]
 
-The demo (`tips-keras demo`: 20,000 Fashion-MNIST images, 6 epochs of the default recipe, the
-widths of `tips_keras.demo.DEMO_WIDTHS`) exports the best configuration of the 25 % and 50 %
+The demo (`tips-keras demo`: 20,000 Fashion-MNIST images, 6 epochs of `recipe="menu"`, the
+widths and stem stride of `tips_keras.demo`) exports the best configuration of the 25 % and 50 %
 budgets of its search to int8 TFLite. This script trains each of those configurations, and the
 largest one, alone: the configuration extracted as a plain Keras model (`tips.extract`) from a
 fresh supernet with the seed's initial weights, on the demo's own training images, for the demo's
@@ -73,7 +73,8 @@ def main(argv=None):
                          f"{summary.get('dataset')}, {summary.get('epochs')} epochs); use a default demo run")
     splits = data.load("fashion_mnist", train_size=demo.DEMO_TRAIN_SIZE, seed=0)  # the demo's split
     setting = lib.Setting("demo", tuple(demo.DEMO_WIDTHS), 2, train=len(splits.x_train),
-                          val=len(splits.x_val), test=len(splits.x_test), epochs=demo.DEMO_EPOCHS)
+                          val=len(splits.x_val), test=len(splits.x_test), epochs=demo.DEMO_EPOCHS,
+                          stem_stride=demo.DEMO_STEM_STRIDE)
     supernet = lib.build_model(setting)
     rows = reference_rows(summary, front, supernet.config_space)[int(args.no_largest):]
     print(f"# {' '.join(['.venv/bin/python', 'benchmarks/demo_reference.py'] + (argv or sys.argv[1:]))}")

@@ -34,11 +34,14 @@ def test_the_demo_trains_the_menu_it_exports(monkeypatch, tmp_path):
         raise _Stop  # before fit: only the callback's arguments are checked here
 
     monkeypatch.setattr(demo, "TIPSCallback", capture)
-    for sampler, recipe, menu in (("tips", "anytime", True), ("uniform", "anytime", False),
-                                  ("tips", "single_path", False)):
+    for sampler, recipe, menu in ((None, None, (demo.DEMO_BUDGETS, None)), ("uniform", "menu", (demo.DEMO_BUDGETS, None)),
+                                  ("tips", "anytime", (demo.DEMO_BUDGETS, 1.0)), ("uniform", "anytime", (None, None)),
+                                  ("tips", "single_path", (None, None))):
+        arguments = {k: v for k, v in dict(sampler=sampler, recipe=recipe).items() if v is not None}
         try:
-            demo.run_demo(train_size=256, epochs=1, sampler=sampler, recipe=recipe, out_dir=str(tmp_path))
+            demo.run_demo(train_size=256, epochs=1, out_dir=str(tmp_path), **arguments)
         except _Stop:
             pass
         options = seen[-1]
-        assert (options.get("budgets"), options.get("focus")) == ((demo.DEMO_BUDGETS, 1.0) if menu else (None, None))
+        assert options["recipe"] == (recipe or "menu") and options["sampler"] == (sampler or "tips")
+        assert (options.get("budgets"), options.get("focus")) == menu

@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tips_keras.data import DATASETS  # noqa: E402
 from tips_keras.demo import DEMO_EPOCHS  # noqa: E402
+from tips_keras.demo import DEMO_RECIPE  # noqa: E402
+from tips_keras.demo import DEMO_STEM_STRIDE  # noqa: E402
 from tips_keras.demo import DEMO_TRAIN_SIZE  # noqa: E402
 from tips_keras.demo import DEMO_WIDTHS  # noqa: E402
 from tips_keras.training.recipes import RECIPES  # noqa: E402
@@ -34,16 +36,19 @@ def _positive(text):
     return value
 
 
-def _add_training_args(parser, epochs, train_size, widths=(16, 32, 64)):
+def _add_training_args(parser, epochs, train_size, widths=(16, 32, 64), recipe="anytime", stem_stride=1):
     parser.add_argument("--dataset", choices=DATASETS, default="fashion_mnist", help="embedded offline dataset (default: %(default)s)")
     parser.add_argument("--train-size", type=_positive, default=train_size, help="training images (default: %(default)s)")
     parser.add_argument("--epochs", type=_positive, default=epochs, help="training epochs (default: %(default)s)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tips", help="path sampler (default: %(default)s)")
-    parser.add_argument("--recipe", choices=RECIPES, default="anytime",
-                        help="training recipe of TIPSCallback (default: %(default)s; single_path: tips-keras 0.1)")
+    parser.add_argument("--recipe", choices=RECIPES, default=recipe,
+                        help="training recipe of TIPSCallback (default: %(default)s; menu: the exported "
+                        "budgets' paths; single_path: tips-keras 0.1)")
     parser.add_argument("--widths", type=_widths, default=tuple(widths),
                         help=f"channels per stage (default: {','.join(map(str, widths))})")
     parser.add_argument("--blocks", type=_positive, default=2, help="gated blocks per stage (default: %(default)s)")
+    parser.add_argument("--stem-stride", type=int, choices=(1, 2), default=stem_stride,
+                        help="stride of the stem convolution (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive, default=128, help="batch size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
 
@@ -64,7 +69,8 @@ def build_parser():
                           "and FLOPs of the largest, a middle and the smallest configuration, search the Pareto "
                           "front under 25/50/75/100%% FLOPs budgets, and export the best 25%% and 50%% "
                           "configurations to int8 TFLite verified in LiteRT.")
-    _add_training_args(demo, epochs=DEMO_EPOCHS, train_size=DEMO_TRAIN_SIZE, widths=DEMO_WIDTHS)
+    _add_training_args(demo, epochs=DEMO_EPOCHS, train_size=DEMO_TRAIN_SIZE, widths=DEMO_WIDTHS, recipe=DEMO_RECIPE,
+                       stem_stride=DEMO_STEM_STRIDE)
     demo.add_argument("--out", default="runs/demo", help="output directory (default: %(default)s)")
     demo.add_argument("--trials", type=_positive, default=40, help="configurations evaluated by the search (default: %(default)s)")
     train = sub.add_parser("train", help="train a supernet and save it as .keras",
@@ -110,7 +116,7 @@ def main(argv=None):
                      widths=args.widths, blocks_per_stage=args.blocks, batch_size=args.batch_size,
                      seed=args.seed, out_dir=args.out, verbose=2 if args.command == "demo" else 1,
                      search_and_deploy=args.command == "demo", max_trials=getattr(args, "trials", 40),
-                     recipe=args.recipe)
+                     recipe=args.recipe, stem_stride=args.stem_stride)
         elif args.command == "search":
             from tips_keras.search import cli as search_cli
 

@@ -1,8 +1,8 @@
 """The main job: train an anytime supernet with TIPS on embedded data and ship its menu.
 
-Trains `zoo.anytime_resnet` on Fashion-MNIST (offline, Debian package) with the default recipe,
-told the menu it will ship (`TIPSCallback(budgets=DEMO_BUDGETS, focus=1.0)`: the important path of
-each budget is trained in every step), prints the test accuracy and FLOPs of the largest, the
+Trains `zoo.anytime_resnet` on Fashion-MNIST (offline, Debian package) with the menu recipe,
+told the menu it will ship (`TIPSCallback(recipe="menu", budgets=DEMO_BUDGETS)`: the largest
+configuration and the important paths of the budgets are trained in every step), prints the test accuracy and FLOPs of the largest, the
 menu's and the smallest configuration (with and without per-configuration BatchNorm
 recalibration), searches the Pareto front under FLOPs budgets and exports the best 25 % and 50 %
 configurations to int8 TFLite, verified in LiteRT on test images.
@@ -26,14 +26,16 @@ from tips_keras.supernet.configs import Configuration
 
 
 # Sized to finish (train, search 40 configurations, export two int8 models) in under 6 minutes on
-# 2 CPU cores: 351 s measured (README "The demo"); more images or epochs buy accuracy with time.
+# 2 CPU cores: 286 s measured (README "The demo"); more images or epochs buy accuracy with time.
 DEMO_TRAIN_SIZE = 20000
 DEMO_EPOCHS = 6
-DEMO_WIDTHS = (8, 16, 32)
-# The menu the demo ships: the FLOPs budgets it exports. With the TIPS sampler, training draws
-# only the important path of each budget beside the largest and the smallest (``focus=1.0``):
-# measured in benchmarks/compare_samplers.py (variant ``tips[menu]``), this closes the gap of the
-# searched menu to the same networks trained alone, at the cost of configurations outside it.
+DEMO_WIDTHS = (16, 32, 64)
+DEMO_STEM_STRIDE = 2  # 14x14, 7x7, 4x4 stages: the widths cost what (8, 16, 32) at 28x28 did
+DEMO_RECIPE = "menu"
+# The menu the demo ships: the FLOPs budgets it exports. The menu recipe trains the largest and
+# the important path of each budget in every step: measured in benchmarks/compare_samplers.py
+# (variant ``tips[menu-mixed-aux0.3-no-smallest]``, standard and deep settings), it closes the gap
+# of the searched menu to the same networks trained alone, at the cost of configurations outside it.
 DEMO_BUDGETS = (0.25, 0.5)
 
 
@@ -203,7 +205,8 @@ def run_demo(
     verbose=1,
     search_and_deploy=True,
     max_trials=40,
-    recipe="anytime",
+    recipe=DEMO_RECIPE,
+    stem_stride=DEMO_STEM_STRIDE,
 ):
     """Trains a supernet with the TIPS recipe and prints/saves its accuracy-vs-FLOPs menu.
 
@@ -211,9 +214,8 @@ def run_demo(
         dataset: ``"fashion_mnist"`` (default) or ``"mnist_5k"`` (see `tips_keras.data`).
         train_size: training images used (deterministic subset).
         epochs: training epochs.
-        sampler: TIPSCallback sampler name; with ``"tips"`` and the ``"anytime"`` recipe the
-            callback trains the menu (``budgets=DEMO_BUDGETS, focus=1.0``).
-        widths, blocks_per_stage: supernet shape (`zoo.anytime_resnet`).
+        sampler: TIPSCallback sampler name.
+        widths, blocks_per_stage, stem_stride: supernet shape (`zoo.anytime_resnet`).
         batch_size: training batch size.
         seed: seed of weights, data split and path sampling.
         out_dir: where ``supernet.keras``, ``summary.json``, ``history.csv`` and
@@ -222,7 +224,9 @@ def run_demo(
         search_and_deploy: also search the Pareto front under 25/50/75/100 % FLOPs budgets and
             export the best configurations of the 25 % and 50 % budgets to int8 TFLite.
         max_trials: configurations evaluated by the search.
-        recipe: the `TIPSCallback` recipe (``"anytime"`` or ``"single_path"``).
+        recipe: the `TIPSCallback` recipe: ``"menu"`` (default: trains the largest and the
+            important paths of ``DEMO_BUDGETS``, the budgets it exports), ``"anytime"`` (with
+            ``"tips"``: its two drawn paths on the menu, ``focus=1.0``) or ``"single_path"``.
 
     Returns:
         A dict with the rows of the table, the importance, the validation history, the int8
@@ -235,10 +239,12 @@ def run_demo(
     keras.utils.set_random_seed(seed)
     splits = data_lib.load(dataset, train_size=train_size, seed=seed)
     model = zoo.anytime_resnet(
-        splits.x_train.shape[1:], len(splits.class_names), widths=tuple(widths), blocks_per_stage=blocks_per_stage
+        splits.x_train.shape[1:], len(splits.class_names), widths=tuple(widths), blocks_per_stage=blocks_per_stage,
+        stem_stride=stem_stride,
     )
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    menu_options = dict(budgets=DEMO_BUDGETS, focus=1.0) if sampler == "tips" and recipe == "anytime" else {}
+    menu_options = {"menu": dict(budgets=DEMO_BUDGETS),
+                    "anytime": dict(budgets=DEMO_BUDGETS, focus=1.0) if sampler == "tips" else {}}.get(recipe, {})
     callback = TIPSCallback(sampler=sampler, recipe=recipe, seed=seed, **menu_options)
     print(f"[demo] {dataset}: {len(splits.x_train)} train / {len(splits.x_val)} val / {len(splits.x_test)} test images; "
           f"supernet {model.config_space.num_gates} gates, {model.config_space.num_exits} exits, "
