@@ -44,12 +44,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
+from tips_keras import data  # noqa: E402
+from tips_keras.training import sampling  # noqa: E402
 
 # The supernet the recorded figures were measured on: the demo's until stop 26 (the demo now uses
 # widths (16, 32, 64) with a stride-2 stem); kept so that the figures stay comparable.
 BENCH_WIDTHS = (8, 16, 32)
-from tips_keras import data  # noqa: E402
-from tips_keras.training import sampling  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

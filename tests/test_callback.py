@@ -53,8 +53,7 @@ def test_menu_recipe_draws_the_budgets_important_paths_after_the_largest(superne
     seen = {}
 
     def keep(epoch, logs):
-        seen[epoch] = ([tuple(c.to_vector()) for c in callback.important_paths.values()],
-                       [list(map(tuple, paths)) for paths in callback._records], dict(callback.important_paths))
+        seen[epoch] = (dict(callback.important_paths), [list(map(tuple, paths)) for paths in callback._records])
 
     x, y, xv, yv = blobs
     log = tmp_path / "log.csv"
@@ -70,11 +69,11 @@ def test_menu_recipe_draws_the_budgets_important_paths_after_the_largest(superne
         assert set(names) <= set(next(csv.reader(f)))
     # Epoch 1's validation evaluated the paths that epoch trained: those found after epoch 0.
     report = callback._validation.report.configs
-    assert report["budget30"] == seen[0][2][0.3] and report["budget60"] == seen[0][2][0.6]
+    assert report["budget30"] == seen[0][0][0.3] and report["budget60"] == seen[0][0][0.6]
     space = supernet.config_space
     largest = tuple(space.largest().to_vector())
     assert callback.step.exits == "reached_except_largest" and callback.sampler_options["focus"] == 1.0
-    important_after_epoch_0 = set(seen[0][0])
+    important_after_epoch_0 = {tuple(c.to_vector()) for c in seen[0][0].values()}
     assert important_after_epoch_0 and len(seen[1][1]) == 2
     for paths in seen[1][1]:  # epoch 1: the largest, then only the menu's important paths
         assert len(paths) == 4 and paths[0] == largest
@@ -87,6 +86,12 @@ def test_menu_recipe_is_the_explicit_options_it_names():
     named = tips.TIPSCallback(recipe="menu", budgets=(0.25, 0.5))
     assert named.recipe_values == explicit.recipe_values
     assert named.sampler_options == explicit.sampler_options
+
+
+def test_a_configuration_named_budgets_in_a_dict_stays_a_configuration():
+    callback = tips.TIPSCallback(report_configs={"budgets": "smallest"})
+    assert callback.report_configs == {"budgets": "smallest"} and not callback._report_budgets
+    assert tips.TIPSCallback(report_configs=("budgets",))._report_budgets
 
 
 BUDGET_OPTIONS = dict(sampler="tips", p_min=0.1, p_max=0.9, budgets=(0.3, 0.6, 0.9))

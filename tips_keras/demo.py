@@ -243,8 +243,11 @@ def run_demo(
         stem_stride=stem_stride,
     )
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    menu_options = {"menu": dict(budgets=DEMO_BUDGETS),
-                    "anytime": dict(budgets=DEMO_BUDGETS, focus=1.0) if sampler == "tips" else {}}.get(recipe, {})
+    menu_options = {}
+    if recipe == "menu":
+        menu_options = dict(budgets=DEMO_BUDGETS)
+    elif recipe == "anytime" and sampler == "tips":
+        menu_options = dict(budgets=DEMO_BUDGETS, focus=1.0)
     callback = TIPSCallback(sampler=sampler, recipe=recipe, seed=seed, **menu_options)
     print(f"[demo] {dataset}: {len(splits.x_train)} train / {len(splits.x_val)} val / {len(splits.x_test)} test images; "
           f"supernet {model.config_space.num_gates} gates, {model.config_space.num_exits} exits, "

@@ -64,6 +64,22 @@ def important_paths(model, node_value, budgets):
                                     [b * full for b in budgets])
 
 
+def as_configurations(space, found):
+    """The `Configuration` of each `important_paths` result (``None`` stays ``None``).
+
+    Args:
+        space: the supernet's `ConfigSpace`.
+        found: the list `important_paths` returns.
+
+    Returns:
+        A list of `Configuration` or ``None``, one per budget.
+
+    Example:
+        >>> as_configurations(model.config_space, important_paths(model, tas, [0.25]))  # doctest: +SKIP
+    """
+    return [None if p is None else space.resolve((p[0], list(p[1]))) for p in found]
+
+
 def dtmc_importance(model, vectors, rule="budget_paths", coupling=1.0, score="sum", budgets=(0.25, 0.5),
                     weights=None):
     """Per-gate importance, TAS per node and the important paths of sampled sub-networks.
@@ -103,9 +119,7 @@ def dtmc_importance(model, vectors, rule="budget_paths", coupling=1.0, score="su
                                 topo.sink, lam=lam, prune=False, weights=weights)
     node_value = tas if score == "sum" else np.log(np.maximum(tas, 1e-300))
     found = important_paths(model, node_value, budgets)
-    space = model.config_space
-    paths = [None if p is None else space.resolve((p[0], list(p[1]))) for p in found]
-    return dtmc.budget_importance(found, topo.num_gates), tas, paths
+    return dtmc.budget_importance(found, topo.num_gates), tas, as_configurations(model.config_space, found)
 
 
 def check_vectors(vectors):

@@ -26,7 +26,7 @@ import numpy as np
 from tips_keras.training.batchnorm import Recalibrator
 from tips_keras.training.calibration import set_calibration_data
 from tips_keras.training.evaluation import ConfigEvaluator
-from tips_keras.training.importance import important_paths
+from tips_keras.training.importance import as_configurations, important_paths
 
 BUDGETS = "budgets"  # the report entry that stands for each budget's important path
 
@@ -261,9 +261,8 @@ def budget_configs(model, budgets, paths=None):
     paths = dict(paths or {})
     missing = [b for b in budgets if paths.get(b) is None]
     if missing:
-        space = model.config_space
         found = important_paths(model, np.ones(model.topology.num_nodes), missing)
-        paths.update({b: None if p is None else space.resolve((p[0], list(p[1]))) for b, p in zip(missing, found)})
+        paths.update(zip(missing, as_configurations(model.config_space, found)))
     return {budget_name(b): paths[b] for b in budgets if paths[b] is not None}
 
 
