@@ -13,8 +13,9 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
    runs (epoch 1, with tracing, excluded).
 2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
    configuration; one row with the TIPS oracle, one over all 84 configurations) with
-   per-configuration BatchNorm recalibration (the defaults, 512 training images; one row with
-   1,024) and 2,000 validation images on the benchmark supernet, for both evaluations, one after the
+   per-configuration BatchNorm recalibration (the defaults, 4 x 128 = 512 training images; rows
+   with 8 x 128 and with one pass of 512) and 2,000 validation images on the README
+   demo's supernet (and one row on the benchmark supernet), for both evaluations, one after the
    other on the same sizes: ``compiled`` (`ConfigEvaluator`) and ``shared prefix``
    (`SharedPrefixEvaluator`, ExitSearch's default); how it grows with the number of gates (6, 12,
    24: 2, 4, 8 blocks per stage) and with the validation size (500, 1,000, 2,000); where the time
@@ -45,6 +46,7 @@ import tensorflow as tf  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
+from tips_keras.demo import DEMO_STEM_STRIDE, DEMO_WIDTHS  # noqa: E402
 from tips_keras.training import sampling  # noqa: E402
 
 # The supernet the recorded figures were measured on: the demo's until stop 26 (the demo now uses
@@ -74,9 +76,14 @@ class ListSampler(sampling.Sampler):
         return self.vectors.copy()
 
 
-def supernet(widths, blocks):
+# Section 2's supernets: the README demo's (the issue's "demo supernet") and the benchmark one.
+NETS = {"demo": (DEMO_WIDTHS, DEMO_STEM_STRIDE), "bench": (BENCH_WIDTHS, 1)}
+
+
+def supernet(widths, blocks, stem_stride=1):
     keras.utils.set_random_seed(0)
-    return tips.zoo.anytime_resnet((28, 28, 1), 10, widths=widths, blocks_per_stage=blocks)
+    return tips.zoo.anytime_resnet((28, 28, 1), 10, widths=widths, blocks_per_stage=blocks,
+                                   stem_stride=stem_stride)
 
 
 def closest(model, fraction):
@@ -157,15 +164,16 @@ def _timed(fn, repeats=3):
     return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
 
-def search_rate(widths, blocks, x_train, x_val, y_val, trials, recal_batches=4, evaluation="compiled",
+def search_rate(net, blocks, x_train, x_val, y_val, trials, recal=(4, 128), evaluation="compiled",
                 oracle="random"):
-    model = supernet(widths, blocks)
+    widths, stem_stride = NETS[net]
+    model = supernet(widths, blocks, stem_stride)
     with tempfile.TemporaryDirectory() as directory:
         search = tips.search.ExitSearch(model, (x_val, y_val), budgets=[0.25, 0.5, 0.75, 1.0],
                                         max_trials=trials, oracle=oracle, directory=directory,
-                                        overwrite=True, recalibration_data=x_train[:1024],
-                                        recalibration_batches=recal_batches, progress=False,
-                                        evaluation=evaluation)
+                                        overwrite=True, recalibration_data=x_train[:recal[0] * recal[1]],
+                                        recalibration_batches=recal[0], recalibration_batch_size=recal[1],
+                                        progress=False, evaluation=evaluation)
         ev = search.evaluator
         setup = time.perf_counter()
         for exit_index in range(model.config_space.num_exits):  # every layer checked, every
@@ -197,7 +205,8 @@ def search_rate(widths, blocks, x_train, x_val, y_val, trials, recal_batches=4, 
 
 
 def fused_cost(x_train, x_val, y_val, configs=24, repeats=3):
-    """The fused call against the separate compiled calls on the benchmark supernet, interleaved.
+    """The fused call against the separate compiled calls on the benchmark supernet (net bench, what
+    `FUSE_AFTER` was set from), interleaved.
 
     Returns:
         ``{"trace": (wall, cpu), "separate": (wall, cpu), "fused": (wall, cpu)}`` in seconds (the
@@ -238,7 +247,7 @@ def floor_row(x_val):
     """The plain Keras models (`tips.extract`) of the smallest and largest configurations: one
     compiled forward pass over the validation images, no recalibration: no search can evaluate
     a configuration faster than its own plain model runs."""
-    model = supernet(BENCH_WIDTHS, 2)
+    model = supernet(DEMO_WIDTHS, 2, DEMO_STEM_STRIDE)
     x = keras.ops.convert_to_tensor(x_val)
     out = {}
     for config in ("smallest", "largest"):
@@ -254,37 +263,44 @@ def _ms(value):
 
 def search_table(splits, trials, quick):
     print(f"\n## 2. search: configurations/s with per-configuration BatchNorm recalibration "
-          f"(ExitSearch defaults: 4 x 128 = 512 training images; one row with 1,024), {trials} trials; "
-          "compiled = ConfigEvaluator (one compiled call per configuration), shared prefix = "
+          f"(ExitSearch defaults: 4 passes of 128 training images; rows with 8 x 128 and with one "
+          f"pass of 512), {trials} trials, on the README demo's supernet (net demo: widths "
+          f"{DEMO_WIDTHS}, stem stride {DEMO_STEM_STRIDE}; blocks per stage 2, 4, 8 for 6, 12, 24 gates) "
+          f"and on the benchmark supernet of the earlier recorded figures (net bench: widths {BENCH_WIDTHS}, "
+          "stride 1); compiled = ConfigEvaluator (one compiled call per configuration), shared prefix = "
           "SharedPrefixEvaluator (ExitSearch's default: each map computed once per state of the gates "
           "before it), run one after the other on the same supernet")
     print("evaluate ms: evaluate() per configuration; other: keras-tuner, oracle, FLOPs; setup s: the first "
           "evaluation of each exit (traces; not in configs/s); recal / eval ms (compiled): each part alone on 8 "
           "of the configurations; maps / reused (shared prefix): feature maps computed and kept / taken from "
           "the cache during the search")
-    print(f"{'gates':>5} {'val':>5} {'recal':>5} {'oracle':>7} {'trials':>6} {'evaluation':>13} {'configs/s':>9} "
-          f"{'cpu s/cfg':>9} {'evaluate ms':>11} {'other ms':>8} {'setup s':>7} {'recal ms':>8} {'eval ms':>7} "
-          f"{'maps':>5} {'reused':>6}")
-    # (blocks per stage, validation images, calibration batches, oracle, trials)
-    cases = [(2, 2000, 4, "random", trials), (4, 2000, 4, "random", trials), (8, 2000, 4, "random", trials),
-             (2, 500, 4, "random", trials), (2, 1000, 4, "random", trials), (2, 2000, 8, "random", trials),
-             (2, 2000, 4, "tips", trials), (2, 2000, 4, "random", 84)]  # 84: every configuration
+    print(f"{'net':>5} {'gates':>5} {'val':>5} {'recal':>7} {'oracle':>7} {'trials':>6} {'evaluation':>13} "
+          f"{'configs/s':>9} {'cpu s/cfg':>9} {'evaluate ms':>11} {'other ms':>8} {'setup s':>7} {'recal ms':>8} "
+          f"{'eval ms':>7} {'maps':>5} {'reused':>6}")
+    # (supernet, blocks per stage, validation images, (calibration passes, images each), oracle, trials)
+    default = (4, 128)
+    cases = [("demo", 2, 2000, default, "random", trials), ("demo", 4, 2000, default, "random", trials),
+             ("demo", 8, 2000, default, "random", trials), ("demo", 2, 500, default, "random", trials),
+             ("demo", 2, 1000, default, "random", trials), ("demo", 2, 2000, (8, 128), "random", trials),
+             ("demo", 2, 2000, (1, 512), "random", trials), ("demo", 2, 2000, default, "tips", trials),
+             ("demo", 2, 2000, default, "random", 84),  # 84: every configuration
+             ("bench", 2, 2000, default, "random", trials)]
     if quick:
-        cases = [(2, 500, 4, "random", trials)]
-    for blocks, n_val, recal_batches, oracle, n_trials in cases:
+        cases = [("demo", 2, 500, default, "random", trials)]
+    for net, blocks, n_val, recal, oracle, n_trials in cases:
         for evaluation in ("compiled", "shared_prefix"):
             keras.backend.clear_session()
-            r = search_rate(BENCH_WIDTHS, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val],
-                            n_trials, recal_batches, evaluation, oracle)
+            r = search_rate(net, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val],
+                            n_trials, recal, evaluation, oracle)
             name = evaluation.replace("_", " ")
-            print(f"{r['gates']:>5} {n_val:>5} {r['recal_images']:>5} {oracle:>7} {r['configs']:>6} {name:>13} "
-                  f"{r['per_s']:>9.2f} {r['cpu_per_config']:>9.3f} {r['evaluate_ms']:>11.0f} {r['other_ms']:>8.0f} "
-                  f"{r['setup_s']:>7.1f} {_ms(r['recal_ms']):>8} {_ms(r['eval_ms']):>7} {r.get('maps', '-'):>5} "
-                  f"{r.get('reused', '-'):>6}", flush=True)
+            print(f"{net:>5} {r['gates']:>5} {n_val:>5} {'%dx%d' % recal:>7} {oracle:>7} {r['configs']:>6} "
+                  f"{name:>13} {r['per_s']:>9.2f} {r['cpu_per_config']:>9.3f} {r['evaluate_ms']:>11.0f} "
+                  f"{r['other_ms']:>8.0f} {r['setup_s']:>7.1f} {_ms(r['recal_ms']):>8} {_ms(r['eval_ms']):>7} "
+                  f"{r.get('maps', '-'):>5} {r.get('reused', '-'):>6}", flush=True)
     n_val = 500 if quick else 2000
     keras.backend.clear_session()
     floor = floor_row(splits.x_val[:n_val])
-    print(f"floor of the compiled path: the plain Keras model (tips.extract, no gates) of one configuration "
+    print(f"floor of the compiled path (demo supernet): the plain Keras model (tips.extract, no gates) of one configuration "
           f"classifying the {n_val} validation images in one compiled call, no recalibration: smallest "
           f"{floor['smallest'][0] * 1e3:.0f} ms wall ({floor['smallest'][1] * 1e3:.0f} ms CPU), largest "
           f"{floor['largest'][0] * 1e3:.0f} ms wall ({floor['largest'][1] * 1e3:.0f} ms CPU); 20 configurations/s "

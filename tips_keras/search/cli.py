@@ -44,7 +44,7 @@ def _validation_split(data_name, val_size, data_seed, recalibration_images, data
 
 def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, max_trials=100,
                oracle="tips", recalibrate=False, data_name="fashion_mnist", val_size=1000,
-               data_seed=0, seed=0, batch_size=256, recalibration_images=512, resume=False,
+               data_seed=0, seed=0, batch_size=None, recalibration_images=512, resume=False,
                data_dir=None, progress=True, verbose=True, evaluation="auto"):
     """Searches a saved supernet on an embedded dataset and writes the Pareto front.
 
@@ -61,7 +61,8 @@ def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, ma
         data_seed: the train/validation split seed; use the one the supernet was trained with
             so that no validation image was trained on.
         seed: seed of the oracle.
-        batch_size: validation images per forward pass.
+        batch_size: validation images per forward pass (None: the evaluation's default, see
+            `ExitSearch`).
         recalibration_images: training images for recalibration.
         resume: continue the keras-tuner project in ``output_dir`` instead of starting afresh.
         data_dir: dataset directory (see `tips_keras.data.load`).
@@ -143,7 +144,8 @@ def add_arguments(parser):
     parser.add_argument("--data-seed", type=int, default=0,
                         help="train/validation split seed used in training (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="oracle seed (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="evaluation batch size (default: 2048 for the shared-prefix evaluation, 256 compiled)")
     parser.add_argument("--evaluation", choices=("auto", "shared_prefix", "compiled"), default="auto",
                         help="how trials are evaluated, same accuracies (default: %(default)s; see ExitSearch)")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out")

@@ -61,7 +61,8 @@ class ExitSearch:
         report_shared_statistics: with recalibration, also evaluate each configuration with the
             supernet's shared BatchNorm statistics (``accuracy_no_recal`` in the front; twice the
             evaluation time).
-        batch_size: validation images per forward pass.
+        batch_size: validation images per forward pass; None (default): each evaluation's own
+            default (2,048 for ``"shared_prefix"``, 256 for ``"compiled"``).
         seed: seed of the oracle's proposals.
         importance: per-gate importance (default: ``model.controller.importance``; all zeros
             means uniform).
@@ -93,7 +94,7 @@ class ExitSearch:
     def __init__(self, model, validation_data, budgets=(0.25, 0.5, 0.75, 1.0), max_trials=100,
                  oracle="tips", directory="runs/search", project_name="exit_search", overwrite=False,
                  recalibration_data="auto", recalibration_batches=4, recalibration_batch_size=128,
-                 report_shared_statistics=False, batch_size=256, seed=0, importance=None, progress=True,
+                 report_shared_statistics=False, batch_size=None, seed=0, importance=None, progress=True,
                  evaluation="auto", cache_bytes=1 << 30, **oracle_kwargs):
         if not isinstance(model, AnytimeModel):
             raise ValueError("Invalid value for argument `model`. Expected a tips_keras.AnytimeModel "
@@ -110,10 +111,12 @@ class ExitSearch:
         if evaluation not in EVALUATIONS:
             raise ValueError(f"Invalid value for argument `evaluation`. Expected one of {EVALUATIONS}. "
                              f"Received: evaluation={evaluation!r}")
-        common = dict(batch_size=batch_size, recalibration_data=recalibration_data,
+        common = dict(recalibration_data=recalibration_data,
                       recalibration_batches=recalibration_batches,
                       recalibration_batch_size=recalibration_batch_size,
                       report_shared_statistics=report_shared_statistics)
+        if batch_size is not None:
+            common["batch_size"] = batch_size
         self.evaluator = None
         if evaluation != "compiled":
             try:

@@ -85,7 +85,9 @@ class SharedPrefixEvaluator:
     Args:
         model: a gated supernet (`tips_keras.AnytimeModel`); never trained or rebuilt here.
         validation_data: ``(x, y)`` NumPy arrays (integer or one-hot labels).
-        batch_size: validation images per forward pass of a layer.
+        batch_size: validation images per forward pass of a layer (default 2,048: the demo's
+            2,000 in one pass, which costs less per image than 256 at a time; the cache holds
+            every image's maps anyway).
         recalibration_data: optional training images; when given, every configuration is
             evaluated with BatchNorm statistics re-estimated for it from them.
         recalibration_batches: calibration batches (forward passes) at most.
@@ -111,7 +113,7 @@ class SharedPrefixEvaluator:
         >>> [evaluator.evaluate((2, bits))["accuracy"] for bits in ([1] * 6, [1] * 5 + [0])]  # doctest: +SKIP
     """
 
-    def __init__(self, model, validation_data, batch_size=256, recalibration_data=None,
+    def __init__(self, model, validation_data, batch_size=2048, recalibration_data=None,
                  recalibration_batches=4, recalibration_batch_size=128, report_shared_statistics=False,
                  cache_bytes=1 << 30):
         x, y = validation_arrays(model, validation_data)
@@ -145,9 +147,17 @@ class SharedPrefixEvaluator:
         self.cache = FeatureCache(cache_bytes)  # key -> (validation stream, calibration stream) or None
         self._read_graph(model)
         # The supernet's shared statistics, put back after every recalibrated evaluation.
-        self._shared = {} if self.recalibrator is None else {
-            id(bn): (bn.moving_mean.numpy().copy(), bn.moving_variance.numpy().copy())
-            for bn in self.recalibrator.layers}
+        layers = [] if self.recalibrator is None else self.recalibrator.layers
+        shared = [(tf.Variable(bn.moving_mean, trainable=False), tf.Variable(bn.moving_variance, trainable=False))
+                  for bn in layers]
+
+        def restore():
+            for bn, (mean, var) in zip(layers, shared):
+                bn.moving_mean.assign(mean)
+                bn.moving_variance.assign(var)
+            return tf.constant(0)
+        self._shared = shared  # (kept alive with the function that reads them)
+        self._restore_shared = tf.function(restore, autograph=False)
 
     # -- the graph ------------------------------------------------------------------------------
     def _read_graph(self, model):
@@ -285,14 +295,24 @@ class SharedPrefixEvaluator:
         return [([c[j] for c in chunks], cal[j]) for j in range(n_out)]
 
     def _function(self, node, call, training):
-        """The node's layer call as one compiled function per mode (all batches share a shape)."""
+        """The node's layer call as one compiled function per mode (all batches share a shape),
+        called through its concrete function: a ``tf.function`` call would rebuild the input
+        signature of every batch, which costs more than some layers' work."""
         key = (id(node), training)
         fn = self._functions.get(key)
         if fn is None:
             def run(*tensors):
                 self.trace_count += 1  # Python side effect: runs only while tracing
                 return keras.tree.flatten(call(list(tensors), training))
-            fn = self._functions[key] = tf.function(run, autograph=False)  # no Python control flow
+            compiled = tf.function(run, autograph=False)  # no Python control flow
+            concrete = {}
+
+            def fn(*tensors):
+                shapes = tuple(tuple(t.shape) for t in tensors)
+                if shapes not in concrete:
+                    concrete[shapes] = compiled.get_concrete_function(*tensors)
+                return concrete[shapes](*tensors)
+            self._functions[key] = fn
         return fn
 
     def _forward(self, config, recal):
@@ -305,16 +325,9 @@ class SharedPrefixEvaluator:
             out = self._value(self._output_id, state)
         finally:
             logger.removeFilter(_FILTER)
-            if touched:
-                self._restore(touched)
+            if touched:  # every layer put back, in one compiled call (less than choosing them)
+                self._restore_shared()
         return out
-
-    def _restore(self, touched):
-        for bn in self.recalibrator.layers:
-            if id(bn) in touched:
-                mean, var = self._shared[id(bn)]
-                bn.moving_mean.assign(mean)
-                bn.moving_variance.assign(var)
 
     def scores(self, config, recalibrate=True):
         """The model's output on the validation images for ``config`` (a tensor, N x classes).

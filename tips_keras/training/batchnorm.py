@@ -160,7 +160,7 @@ class Recalibrator:
         """
         unchecked = [bn for bn in layers if id(bn) not in self._checked]
         before = self._mark(unchecked)
-        with self._tracing():
+        with self._tracing(layers):  # only the step's layers: setting a Keras attribute is slow
             out = []
             for i in range(self._x.shape[0]):
                 self._momentum.assign(i / (i + 1.0))  # moving statistics = mean of the batches'
@@ -177,16 +177,18 @@ class Recalibrator:
         return tf.constant(0)
 
     @contextlib.contextmanager
-    def _tracing(self):
-        """While tracing: every momentum is the variable, frozen layers update too."""
-        saved = [(bn.momentum, bn.trainable) for bn in self._layers]
+    def _tracing(self, layers=None):
+        """While tracing: every momentum (of ``layers``, default all) is the variable, frozen
+        layers update too."""
+        layers = self._layers if layers is None else layers
+        saved = [(bn.momentum, bn.trainable) for bn in layers]
         try:
-            for bn in self._layers:
+            for bn in layers:
                 bn.momentum = self._momentum  # read in the graph: moving = m * moving + (1 - m) * batch
                 bn._trainable = True  # frozen layers too (no effect outside this trace)
             yield
         finally:
-            for bn, (momentum, trainable) in zip(self._layers, saved):
+            for bn, (momentum, trainable) in zip(layers, saved):
                 bn.momentum = momentum
                 bn._trainable = trainable
 

@@ -76,14 +76,15 @@ def padded_batches(x, y, batch_size):
 
     Returns:
         ``(x, y, fingerprint)``: shapes (B, batch_size, ...) and (B, batch_size), padding of zero
-        images labelled -1 (never a class), and ``"N:<digest>"``.
+        images labelled -1 (never a class), and ``"N:<digest>"`` (of the images and labels, not
+        of the padding: evaluators with other batch sizes give the same fingerprint).
     """
     batches = -(-len(x) // batch_size)
     pad = batches * batch_size - len(x)
+    digest = hashlib.sha1(np.ascontiguousarray(x, np.float32).tobytes())
+    digest.update(y.tobytes())
     x_padded = np.concatenate([x, np.zeros((pad,) + x.shape[1:], np.float32)])
     y_padded = np.concatenate([y, np.full(pad, -1, np.int32)])
-    digest = hashlib.sha1(x_padded.tobytes())
-    digest.update(y.tobytes())
     return (x_padded.reshape((batches, batch_size) + x.shape[1:]), y_padded.reshape(batches, batch_size),
             f"{len(x)}:{digest.hexdigest()[:16]}")
 
