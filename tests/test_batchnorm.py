@@ -63,6 +63,9 @@ def test_one_trace_for_every_configuration_and_save_restore(trained, blobs):
             seen.append(stem.moving_mean.numpy().copy())
         np.testing.assert_array_equal(stem.moving_mean.numpy(), shared)  # restored each time
     assert recal.trace_count == 1
+    # save / restore are one compiled call each, traced once (no eager assign per layer)
+    assert recal._save.experimental_get_tracing_count() == 1
+    assert recal._restore.experimental_get_tracing_count() == 1
     np.testing.assert_allclose(seen[0], seen[3], atol=1e-6)  # same data, same configuration
     np.testing.assert_allclose(seen[0], seen[1], atol=1e-6)  # the stem sees the same inputs always
     assert trained.get_active_config() == trained.config_space.largest()

@@ -52,3 +52,31 @@ def test_mask_is_idempotent_and_can_be_removed():
 def test_something_else_is_refused():
     with pytest.raises(ValueError, match="Keras 3 optimizer.*Received: str"):
         mask_updates("adam")
+
+
+def _if_ops(function, *args):
+    graph = function.get_concrete_function(*args).graph
+    return sum(op.type in ("If", "StatelessIf") for op in graph.get_operations())
+
+
+def test_groups_step_together_in_one_conditional_each():
+    # two "layers": (a, b) took part (only a has a non-zero gradient), (c, d) did not; e is alone
+    variables = [keras.Variable(np.ones(3, "float32"), name=n) for n in "abcde"]
+    optimizer = mask_updates(keras.optimizers.SGD(0.1, momentum=0.9), groups=[variables[:2], variables[2:4]])
+
+    @tf.function
+    def step(grads):
+        optimizer.apply(grads, variables)
+
+    ones, zeros = tf.ones(3), tf.zeros(3)
+    step([ones] * 5)  # all took part: momentum builds up everywhere
+    first = [v.numpy().copy() for v in variables]
+    step([ones, zeros, zeros, zeros, zeros])
+    a, b, c, d, e = (v.numpy() for v in variables)
+    assert not np.array_equal(a, first[0]) and not np.array_equal(b, first[1])  # b stepped with a
+    for value, before in ((c, first[2]), (d, first[3]), (e, first[4])):
+        np.testing.assert_array_equal(value, before)  # no gradient in the group: left alone
+    # one conditional per group and per ungrouped variable, not one per variable
+    assert _if_ops(step, [ones] * 5) == 3
+    unmask_updates(optimizer)
+    assert "_distributed_tf_update_step" not in optimizer.__dict__ and not is_masked(optimizer)

@@ -146,18 +146,10 @@ class SharedPrefixEvaluator:
         self._functions = {}  # (id(node), training) -> tf.function of the node's layer call
         self.cache = FeatureCache(cache_bytes)  # key -> (validation stream, calibration stream) or None
         self._read_graph(model)
-        # The supernet's shared statistics, put back after every recalibrated evaluation.
-        layers = [] if self.recalibrator is None else self.recalibrator.layers
-        shared = [(tf.Variable(bn.moving_mean, trainable=False), tf.Variable(bn.moving_variance, trainable=False))
-                  for bn in layers]
-
-        def restore():
-            for bn, (mean, var) in zip(layers, shared):
-                bn.moving_mean.assign(mean)
-                bn.moving_variance.assign(var)
-            return tf.constant(0)
-        self._shared = shared  # (kept alive with the function that reads them)
-        self._restore_shared = tf.function(restore, autograph=False)
+        if self.recalibrator is not None:
+            # The supernet's shared statistics, put back after every recalibrated evaluation (one
+            # compiled call of `Recalibrator.restore`).
+            self.recalibrator.save()
 
     # -- the graph ------------------------------------------------------------------------------
     def _read_graph(self, model):
@@ -326,7 +318,7 @@ class SharedPrefixEvaluator:
         finally:
             logger.removeFilter(_FILTER)
             if touched:  # every layer put back, in one compiled call (less than choosing them)
-                self._restore_shared()
+                self.recalibrator.restore()
         return out
 
     def scores(self, config, recalibrate=True):

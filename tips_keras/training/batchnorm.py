@@ -124,6 +124,7 @@ class Recalibrator:
         self._by_layer = None  # top-level layer name -> its BatchNorm layers
         self._fused = {}  # fn -> concrete function of `fused`
         self._active_cache = {}  # active control vector (bytes) -> its BatchNorm layers
+        self._save = self._restore = None  # compiled copies to / from `_saved` (built at first use)
 
     @property
     def batches(self):
@@ -296,16 +297,29 @@ class Recalibrator:
                 "`training` Keras overrides anyway).", RuntimeWarning, stacklevel=3)
 
     def save(self):
-        """Remembers every BatchNorm layer's moving statistics (restored by `restore`)."""
-        for bn, (mean, var) in zip(self._layers, self._saved):
-            mean.assign(bn.moving_mean)
-            var.assign(bn.moving_variance)
+        """Remembers every BatchNorm layer's moving statistics (restored by `restore`).
+
+        One compiled call (traced once): no eager assign per layer."""
+        if self._save is None:
+            self._save, self._restore = self._copy_function(True), self._copy_function(False)
+        self._save()
 
     def restore(self):
-        """Puts back the statistics remembered by the last `save`."""
-        for bn, (mean, var) in zip(self._layers, self._saved):
-            bn.moving_mean.assign(mean)
-            bn.moving_variance.assign(var)
+        """Puts back the statistics remembered by the last `save` (one compiled call)."""
+        if self._restore is None:
+            self._save, self._restore = self._copy_function(True), self._copy_function(False)
+        self._restore()
+
+    def _copy_function(self, saving):
+        pairs = [((bn.moving_mean, mean), (bn.moving_variance, var))
+                 for bn, (mean, var) in zip(self._layers, self._saved)]
+
+        def copy():
+            for pair in pairs:
+                for live, kept in pair:
+                    (kept.assign(live) if saving else live.assign(kept))
+            return tf.constant(0)
+        return tf.function(copy, autograph=False)
 
     @contextlib.contextmanager
     def applied(self, config=None):

@@ -219,7 +219,8 @@ class TIPSCallback(keras.callbacks.Callback):
                                 record_signals=self.signal is not None)
         self.step.set_aux_weight(values["aux_weight"][0])
         if values["masked_updates"]:
-            optimizer_lib.mask_updates(model.optimizer)
+            # one conditional per top-level layer (a gated block's variables take part together)
+            optimizer_lib.mask_updates(model.optimizer, groups=[l.trainable_variables for l in model.layers])
         self._schedule = StepSchedule(values["warmup"]) if values["lr_schedule"] == "cosine" else StepSchedule(None)
         self._schedule.start(model.optimizer)
         self._validation = validation_lib.prepare(

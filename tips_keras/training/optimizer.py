@@ -21,12 +21,26 @@ def _inner(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
-def mask_updates(optimizer):
+def _key(variable):
+    """The identity of a variable as the TensorFlow update loop sees it (the backing tf.Variable)."""
+    return id(variable if isinstance(variable, tf.Variable) else getattr(variable, "value", variable))
+
+
+def mask_updates(optimizer, groups=None):
     """Makes ``optimizer`` skip variables whose gradient is all zero (idempotent).
+
+    With ``groups`` (lists of variables, e.g. each top-level layer's trainable variables) the
+    variables of a group are stepped together, inside one graph conditional on "some gradient of
+    the group is non-zero": a gated block's variables take part together, and one conditional
+    per block instead of one per variable makes the traced step cheaper to build (the tests'
+    4-gate supernet has 41 trainable variables in 9 layers: about 2 s less tracing per ``fit``).
+    Variables in no group, and every variable under a distribution strategy with several
+    replicas (where each variable is updated on its own replicas), keep one conditional each.
 
     Args:
         optimizer: a Keras 3 optimizer (a ``LossScaleOptimizer`` is handled through its inner
             optimizer).
+        groups: optional sequence of sequences of variables stepped together.
 
     Returns:
         The optimizer, patched in place (instance attributes only).
@@ -36,6 +50,7 @@ def mask_updates(optimizer):
 
     Example:
         >>> opt = mask_updates(keras.optimizers.AdamW(1e-3, weight_decay=0.05))  # doctest: +SKIP
+        >>> mask_updates(model.optimizer, groups=[l.trainable_variables for l in model.layers])  # doctest: +SKIP
     """
     opt = _inner(optimizer)
     if not callable(getattr(opt, "update_step", None)) or not hasattr(opt, "_apply_weight_decay"):
@@ -47,20 +62,40 @@ def mask_updates(optimizer):
         return optimizer
     update_step = opt.update_step  # bound method of the class
 
+    def decayed_update_step(gradient, variable, learning_rate):
+        if opt.weight_decay is not None and opt._use_weight_decay(variable):
+            lr = tf.cast(learning_rate, variable.dtype)
+            wd = tf.cast(opt.weight_decay, variable.dtype)
+            variable.assign(variable - variable * wd * lr)
+        update_step(gradient, variable, learning_rate)
+
     def masked_update_step(gradient, variable, learning_rate):
         took_part = tf.reduce_any(tf.not_equal(gradient, 0))
-
-        def step():
-            if opt.weight_decay is not None and opt._use_weight_decay(variable):
-                lr = tf.cast(learning_rate, variable.dtype)
-                wd = tf.cast(opt.weight_decay, variable.dtype)
-                variable.assign(variable - variable * wd * lr)
-            update_step(gradient, variable, learning_rate)
-
-        tf.cond(took_part, step, lambda: None)
+        tf.cond(took_part, lambda: decayed_update_step(gradient, variable, learning_rate), lambda: None)
 
     opt.update_step = masked_update_step
     opt._apply_weight_decay = lambda variables: None  # applied per variable, inside the mask
+    group_of = {_key(v): i for i, group in enumerate(groups or ()) for v in group}
+    distributed_update = getattr(opt, "_distributed_tf_update_step", None)  # the TensorFlow backend's
+    if group_of and distributed_update is not None:
+        def grouped_update(distribution, grads_and_vars, learning_rate):
+            if distribution.num_replicas_in_sync > 1:
+                return distributed_update(distribution, grads_and_vars, learning_rate)
+            buckets = {}
+            for grad, var in grads_and_vars:
+                buckets.setdefault(group_of.get(_key(var), ("alone", _key(var))), []).append((grad, var))
+
+            def apply(var, grad, lr):
+                return decayed_update_step(grad, var, lr)
+
+            for pairs in buckets.values():
+                def step(pairs=pairs):
+                    for grad, var in pairs:
+                        distribution.extended.update(var, apply, args=(grad, learning_rate), group=False)
+                took_part = tf.reduce_any(tf.stack([tf.reduce_any(tf.not_equal(g, 0)) for g, _ in pairs]))
+                tf.cond(took_part, step, lambda: None)
+
+        opt._distributed_tf_update_step = grouped_update
     setattr(opt, _MARK, True)
     return optimizer
 
@@ -79,7 +114,7 @@ def unmask_updates(optimizer):
     """
     opt = _inner(optimizer)
     if getattr(opt, _MARK, False):
-        for name in ("update_step", "_apply_weight_decay", _MARK):
+        for name in ("update_step", "_apply_weight_decay", "_distributed_tf_update_step", _MARK):
             opt.__dict__.pop(name, None)
     return optimizer
 
