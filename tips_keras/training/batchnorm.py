@@ -16,17 +16,19 @@ copies. BatchNorm layers frozen with ``trainable=False`` (transfer learning) are
 Keras 3 runs them in inference mode even under ``training=True``, which would leave their
 statistics silently unchanged, while skipping blocks shifts their inputs as much as anyone's. A
 layer that still does not update (called with a fixed ``training=False`` by a custom layer) is
-named in a ``RuntimeWarning`` the first time a configuration that runs it is recalibrated.
+named in a ``RuntimeWarning`` the first time a configuration that runs it is recalibrated
+(`tips_keras.training.bn_update_check`).
 """
 
 import contextlib
 import hashlib
-import warnings
 import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tips_keras.training.bn_update_check import UpdateCheck, moments
 
 
 def batchnorm_layers(layer):
@@ -120,10 +122,8 @@ class Recalibrator:
         self.trace_count = 0
         self._function = tf.function(self._run)
         self._concrete = None
-        self._checked = set()  # ids of BatchNorm layers seen to update (or warned about)
-        self._by_layer = None  # top-level layer name -> its BatchNorm layers
+        self._update_check = UpdateCheck(model, self._layers, batchnorm_layers)  # layers seen to update, or warned about
         self._fused = {}  # fn -> concrete function of `fused`
-        self._active_cache = {}  # active control vector (bytes) -> its BatchNorm layers
         self._save = self._restore = None  # compiled copies to / from `_saved` (built at first use)
 
     @property
@@ -159,14 +159,14 @@ class Recalibrator:
         Returns:
             A list, ``step(i)`` for every batch index.
         """
-        unchecked = [bn for bn in layers if id(bn) not in self._checked]
-        before = self._mark(unchecked)
+        unchecked = self._update_check.unchecked(layers)
+        before = UpdateCheck.mark(unchecked)
         with self._tracing(layers):  # only the step's layers: setting a Keras attribute is slow
             out = []
             for i in range(self._x.shape[0]):
                 self._momentum.assign(i / (i + 1.0))  # moving statistics = mean of the batches'
                 out.append(step(i))
-        self._check_updated(unchecked, before)
+        self._update_check.check(unchecked, before)
         return out
 
     def _run(self, x):
@@ -215,7 +215,7 @@ class Recalibrator:
             What ``fn`` returns, computed with the active configuration recalibrated; the shared
             statistics are in place again afterwards.
         """
-        if self._unchecked_layers():
+        if self._update_check.unchecked_active():
             with self.applied():
                 return fn(*args)
         compiled = self._fused.get(fn)
@@ -246,55 +246,11 @@ class Recalibrator:
         resolved = self.model.set_config(config) if config is not None else self.model.get_active_config()
         if self._concrete is None:
             self._trace()
-        unchecked = self._unchecked_layers()
-        before = self._mark(unchecked)
+        unchecked = self._update_check.unchecked_active()
+        before = UpdateCheck.mark(unchecked)
         self._concrete(self._x)
-        self._check_updated(unchecked, before)
+        self._update_check.check(unchecked, before)
         return resolved
-
-    def _unchecked_layers(self):
-        """BatchNorm layers inside the layers the active configuration runs, not yet checked."""
-        if len(self._checked) == len(self._layers):
-            return []  # every layer was seen to update, or was warned about
-        if self._by_layer is None:
-            ours = {id(bn) for bn in self._layers}
-            self._by_layer = {layer.name: [bn for bn in batchnorm_layers(layer) if id(bn) in ours]
-                              for layer in self.model.layers}
-        active = keras.ops.convert_to_numpy(self.model.controller.active)
-        key = active.tobytes()
-        if key not in self._active_cache:
-            topo = self.model.topology
-            mask = topo.edge_masks(active[None])[0]
-            names = {topo.edge_layer[e] for e in np.flatnonzero(mask)}
-            self._active_cache[key] = list(
-                {id(bn): bn for name in names for bn in self._by_layer.get(name, [])}.values())
-        return [bn for bn in self._active_cache[key] if id(bn) not in self._checked]
-
-    @staticmethod
-    def _mark(layers):
-        """Sets a mark the first pass overwrites (its momentum is 0); returns the moments before."""
-        before = _moments(layers)
-        for bn in layers:
-            bn.moving_mean.assign(np.full(bn.moving_mean.shape, _MARK, str(bn.moving_mean.dtype)))
-        return before
-
-    def _check_updated(self, layers, before):
-        """Warns (once per layer) about layers the passes ran but did not update (mark still set)."""
-        stuck = []
-        for bn, (mean, _) in zip(layers, before):
-            self._checked.add(id(bn))
-            if np.all(keras.ops.convert_to_numpy(bn.moving_mean) == _MARK):
-                bn.moving_mean.assign(mean)  # put its statistics back
-                stuck.append(bn.path if hasattr(bn, "path") else bn.name)
-        if stuck:
-            warnings.warn(
-                f"BatchNorm recalibration left the statistics of {len(stuck)} layer(s) of the active "
-                f"configuration unchanged: {stuck}. They never ran in training mode during the "
-                "recalibration passes (something calls them with a fixed `training=False`, e.g. "
-                "a custom layer, or a nested model called inside one), so they keep the "
-                "supernet's shared statistics for every configuration. Call them without a fixed "
-                "`training` argument (tips_keras.anytime inlines nested functional models, whose "
-                "`training` Keras overrides anyway).", RuntimeWarning, stacklevel=3)
 
     def save(self):
         """Remembers every BatchNorm layer's moving statistics (restored by `restore`).
@@ -339,7 +295,6 @@ class Recalibrator:
 
 
 _CACHE = weakref.WeakKeyDictionary()  # model -> {(fingerprint, batch_size, batches): Recalibrator}
-_MARK = 1234.5  # moving mean set before a layer's first recalibration: still there = never updated
 def recalibrator(model, x, batch_size=128, max_batches=8):
     """A cached `Recalibrator` of ``model`` for the calibration set ``x``.
 
@@ -373,11 +328,6 @@ def recalibrator(model, x, batch_size=128, max_batches=8):
     return per_model[key]
 
 
-def _moments(layers):
-    return [(keras.ops.convert_to_numpy(bn.moving_mean), keras.ops.convert_to_numpy(bn.moving_variance))
-            for bn in layers]
-
-
 def recalibrate_batchnorm(model, config, x, batch_size=128, max_batches=8):
     """Re-estimates the BatchNorm moving statistics of ``config`` from data (compiled, cached).
 
@@ -402,9 +352,9 @@ def recalibrate_batchnorm(model, config, x, batch_size=128, max_batches=8):
         >>> recalibrate_batchnorm(model, "smallest", x_train[:1024])  # doctest: +SKIP
     """
     recal = recalibrator(model, x, batch_size, max_batches)
-    before = _moments(recal._layers)
+    before = moments(recal._layers)
     recal(config)
-    after = _moments(recal._layers)
+    after = moments(recal._layers)
     return sum(not (np.array_equal(m0, m1) and np.array_equal(v0, v1))
                for (m0, v0), (m1, v1) in zip(before, after))
 
