@@ -26,22 +26,6 @@ def disable_grappler_unless_asked():
 
 disable_grappler_unless_asked()
 
-# The slowest files first (seconds per file in a 2-core run, stop 28): with `--dist loadfile` the
-# workers take files in this order (pyproject's `--no-loadscope-reorder`; xdist's default would
-# queue files by their number of tests, which put the few-test, minute-long notebook, benchmark
-# and multi-process files last and left one worker idle at the end). The rest keep pytest's order.
-SLOWEST_FILES = (
-    "test_callback.py", "test_benchmarks.py", "test_notebooks.py", "test_tflite_export_qat.py",
-    "test_distribute.py", "test_resume.py", "test_step.py", "test_multiworker.py",
-    "test_tflite_export_front.py", "test_user_files.py", "test_tflite_export_cli.py", "test_wrap.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    """Puts the tests of `SLOWEST_FILES` first, in that order (a stable sort: nothing else moves)."""
-    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
-    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
-
 
 def tiny_supernet(**kwargs):
     """2 stages x 2 gated blocks, 4 / 8 channels: 4 gates, 2 exits, builds in well under a second."""
