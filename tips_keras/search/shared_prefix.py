@@ -12,7 +12,7 @@ What is computed per node of the graph, for one configuration:
 
 * the validation stream: the layer in inference mode (``training=False``);
 * with recalibration, first the calibration stream: the layer in training mode on each
-  calibration batch (all of a node's passes in one compiled call), with every BatchNorm momentum set so that its moving statistics become the
+  calibration batch, with every BatchNorm momentum set so that its moving statistics become the
   average of the batch statistics, exactly as `tips_keras.training.batchnorm.Recalibrator` does
   for the whole model (same batches, same layers, frozen BatchNorm layers too). The validation
   stream then runs with those statistics. A node's statistics depend only on the calibration
@@ -137,7 +137,7 @@ class SharedPrefixEvaluator:
             self.recalibrator = batchnorm.Recalibrator(model, self.recalibration_data,
                                                        recalibration_batch_size, recalibration_batches)
             batches = self.recalibrator.batches  # the batches of the whole-model passes
-            self._recal = [batches]  # one tensor: every pass of a node is one call
+            self._recal = [batches[i] for i in range(batches.shape[0])]
         self.recalibration_batches = recalibration_batches
         self.recalibration_batch_size = recalibration_batch_size
         self.report_shared_statistics = bool(report_shared_statistics)
@@ -272,41 +272,30 @@ class SharedPrefixEvaluator:
     def _run(self, node, call, ins, recal, state):
         """One value per output of ``node``: the calibration stream (training mode, statistics
         averaged over the batches), then the validation stream (inference mode). A stream is a
-        list of tensors: the validation batches, each one call of the node's compiled function in
-        inference mode; for calibration, one tensor of shape ``(batches, batch size, ...)`` whose
-        passes (in order, each after `Recalibrator.start_pass`) are one call in training mode."""
+        list of batches; each batch is one call of the node's compiled function."""
         n_out = len(node.output_tensors)
         cal = [None] * n_out
         if recal:
             bns = self._bn[id(node)]
             train = self._function(node, call, True)
-            # Every pass in one call, traced (once) with the momentum variable; frozen layers update.
-            stacked = self.recalibrator.calibrate(lambda: train(*[v[1][0] for v in ins]), bns)
+            # Traced (once) with the momentum variable; frozen layers update.
+            batches = self.recalibrator.calibrate(lambda i: train(*[v[1][i] for v in ins]), bns)
             state[4].update(id(bn) for bn in bns)
-            cal = [[t] for t in stacked]
+            cal = [[b[j] for b in batches] for j in range(n_out)]
         infer = self._function(node, call, False)
         chunks = [infer(*[v[0][i] for v in ins]) for i in range(len(self._val))]
         return [([c[j] for c in chunks], cal[j]) for j in range(n_out)]
 
     def _function(self, node, call, training):
-        """The node's layer call as one compiled function per mode (all batches share a shape; in
-        training mode the calibration passes, one per batch of the leading axis),
+        """The node's layer call as one compiled function per mode (all batches share a shape),
         called through its concrete function: a ``tf.function`` call would rebuild the input
         signature of every batch, which costs more than some layers' work."""
         key = (id(node), training)
         fn = self._functions.get(key)
         if fn is None:
-            recalibrator = self.recalibrator
-
             def run(*tensors):
                 self.trace_count += 1  # Python side effect: runs only while tracing
-                if not training:
-                    return keras.tree.flatten(call(list(tensors), training))
-                passes = []  # one per calibration batch (the leading axis), in order
-                for i in range(tensors[0].shape[0]):
-                    recalibrator.start_pass(i)
-                    passes.append(keras.tree.flatten(call([t[i] for t in tensors], training)))
-                return [tf.stack([p[j] for p in passes]) for j in range(len(passes[0]))]
+                return keras.tree.flatten(call(list(tensors), training))
             compiled = tf.function(run, autograph=False)  # no Python control flow
             concrete = {}
 

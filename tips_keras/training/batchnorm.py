@@ -141,55 +141,33 @@ class Recalibrator:
         return list(self._layers)
 
     def calibrate(self, step, layers):
-        """Runs a caller's training-mode passes, in one call, under the recalibration's momentum schedule.
+        """Runs a caller's training-mode passes under the recalibration's momentum schedule.
 
-        ``step()`` is called once and must run the pass on every calibration batch, in order,
-        calling `start_pass` with the batch index before each: a ``step`` that calls some layers
-        with ``training=True`` on batch ``i``'s features after ``start_pass(i)`` leaves their
-        moving statistics the average of the batch statistics, exactly as a whole-model
-        recalibration does (frozen layers included). ``step`` may be a ``tf.function`` that runs
-        every pass (one call, traced once: the momentum is a variable it reads). The first time a
-        layer of ``layers`` is calibrated it is checked to have updated, with the same
-        ``RuntimeWarning`` as `__call__`. Used by the search's shared-prefix evaluation
+        For each calibration batch index ``i`` (in order), the momentum of every BatchNorm layer
+        is set to ``i / (i + 1)`` and ``step(i)`` runs: a ``step`` that calls some layers with
+        ``training=True`` on batch ``i``'s features leaves their moving statistics the average of
+        the batch statistics, exactly as a whole-model recalibration does (frozen layers included).
+        The first time a layer of ``layers`` is calibrated it is checked to have updated, with the
+        same ``RuntimeWarning`` as `__call__`. Used by the search's shared-prefix evaluation
         (`tips_keras.search.SharedPrefixEvaluator`), which runs the passes node by node.
 
         Args:
-            step: a function of no argument that runs every pass (see above).
+            step: a function of the batch index; a ``tf.function`` traced inside this call reads
+                the momentum variable (no re-trace when called again).
             layers: the BatchNorm layers ``step`` updates (checked once each).
 
         Returns:
-            What ``step()`` returns.
-
-        Example:
-            >>> def step():  # doctest: +SKIP
-            ...     for i in range(recal.batches.shape[0]):
-            ...         recal.start_pass(i)
-            ...         stem(recal.batches[i], training=True)
-            >>> recal.calibrate(step, [stem_bn])  # doctest: +SKIP
+            A list, ``step(i)`` for every batch index.
         """
         unchecked = self._update_check.unchecked(layers)
         before = UpdateCheck.mark(unchecked)
         with self._tracing(layers):  # only the step's layers: setting a Keras attribute is slow
-            out = step()
+            out = []
+            for i in range(self._x.shape[0]):
+                self._momentum.assign(i / (i + 1.0))  # moving statistics = mean of the batches'
+                out.append(step(i))
         self._update_check.check(unchecked, before)
         return out
-
-    def start_pass(self, index):
-        """Sets the momentum of calibration pass ``index`` (eagerly, or inside a ``tf.function``).
-
-        The momentum becomes ``index / (index + 1)``, so that after the passes on batches 0..i
-        every calibrated moving statistic is the mean of their batch statistics.
-
-        Args:
-            index: the batch index, a Python integer in ``[0, batches)``.
-
-        Returns:
-            The assignment (an operation inside a ``tf.function``).
-
-        Example:
-            >>> recal.start_pass(0)  # doctest: +SKIP
-        """
-        return self._momentum.assign(index / (index + 1.0))
 
     def _run(self, x):
         self.trace_count += 1  # Python side effect: runs only while tracing
