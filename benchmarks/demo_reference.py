@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/demo_reference.py [--run-dir runs/demo] [--seeds 0 1 2]
 
-The demo (`tips-keras demo`: 20,000 Fashion-MNIST images, 6 epochs of `recipe="menu"`, the
+The demo (`tips-keras demo`: 47,000 Fashion-MNIST images, 3 epochs of `recipe="menu"`, the
 widths and stem stride of `tips_keras.demo`) exports the best configuration of the 25 % and 50 %
 budgets of its search to int8 TFLite. This script trains each of those configurations, and the
 largest one, alone: the configuration extracted as a plain Keras model (`tips.extract`) from a

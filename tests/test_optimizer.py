@@ -80,3 +80,52 @@ def test_groups_step_together_in_one_conditional_each():
     assert _if_ops(step, [ones] * 5) == 3
     unmask_updates(optimizer)
     assert "_distributed_tf_update_step" not in optimizer.__dict__ and not is_masked(optimizer)
+
+
+def test_a_variable_tied_into_two_groups_steps_neither_group_alone():
+    # s is shared by the groups (a, s) and (b, s): a gradient for a and s must not step b
+    a, b, s = (keras.Variable(np.ones(3, "float32"), name=n) for n in "abs")
+    optimizer = mask_updates(keras.optimizers.SGD(0.1, momentum=0.9), groups=[[a, s], [b, s]])
+
+    @tf.function
+    def step(grads):
+        optimizer.apply(grads, [a, b, s])
+
+    ones, zeros = tf.ones(3), tf.zeros(3)
+    step([ones] * 3)  # momentum everywhere
+    before = b.numpy().copy()
+    step([ones, zeros, ones])
+    np.testing.assert_array_equal(b.numpy(), before)
+    assert _if_ops(step, [ones] * 3) == 3  # (a), (b), and s on its own
+
+
+def test_grouped_weight_decay_is_the_plain_optimizers_when_every_variable_took_part():
+    values = [np.linspace(-1, 1, 6, dtype="float32").reshape(2, 3), np.arange(3, dtype="float32")]
+    grads = [tf.fill((2, 3), 0.3), tf.constant([0.1, -0.2, 0.5])]
+    results = []
+    for masked in (False, True):
+        variables = [keras.Variable(v) for v in values]
+        optimizer = keras.optimizers.AdamW(0.1, weight_decay=0.5)
+        if masked:
+            mask_updates(optimizer, groups=[variables])
+        step = tf.function(lambda: optimizer.apply(grads, variables))
+        for _ in range(3):
+            step()
+        results.append([v.numpy() for v in variables])
+    for plain, grouped in zip(*results):
+        np.testing.assert_allclose(grouped, plain, rtol=1e-6)  # decay applied once, not 0 or 2 times
+
+
+def test_sparse_gradients_are_masked_by_their_values():
+    table = keras.Variable(np.ones((4, 2), "float32"))
+    optimizer = mask_updates(keras.optimizers.SGD(0.5))
+
+    @tf.function
+    def step(values):
+        optimizer.apply([tf.IndexedSlices(values, tf.constant([1]), tf.constant([4, 2]))], [table])
+
+    step(tf.zeros((1, 2)))  # an all-zero sparse gradient: not stepped
+    np.testing.assert_array_equal(table.numpy(), np.ones((4, 2)))
+    step(tf.ones((1, 2)))
+    np.testing.assert_allclose(table.numpy()[1], [0.5, 0.5])
+    np.testing.assert_array_equal(table.numpy()[[0, 2, 3]], np.ones((3, 2)))

@@ -26,9 +26,9 @@ from tips_keras.supernet.configs import Configuration
 
 
 # Sized to finish (train, search 40 configurations, export two int8 models) in under 6 minutes on
-# 2 CPU cores: 286 s measured (README "The demo"); more images or epochs buy accuracy with time.
-DEMO_TRAIN_SIZE = 20000
-DEMO_EPOCHS = 6
+# 2 CPU cores: about 330 s on an idle machine (README "The demo"); more images or epochs buy accuracy with time.
+DEMO_TRAIN_SIZE = 47000
+DEMO_EPOCHS = 3
 DEMO_WIDTHS = (16, 32, 64)
 DEMO_STEM_STRIDE = 2  # 14x14, 7x7, 4x4 stages: the widths cost what (8, 16, 32) at 28x28 did
 DEMO_RECIPE = "menu"

@@ -148,7 +148,8 @@ class SharedPrefixEvaluator:
         self._read_graph(model)
         if self.recalibrator is not None:
             # The supernet's shared statistics, put back after every recalibrated evaluation (one
-            # compiled call of `Recalibrator.restore`).
+            # compiled call of `Recalibrator.restore`): taken here, once, like the cached maps, so
+            # statistics changed after this point (training) are overwritten (build a new evaluator).
             self.recalibrator.save()
 
     # -- the graph ------------------------------------------------------------------------------

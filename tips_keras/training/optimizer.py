@@ -8,13 +8,16 @@ block keeps the weights its own sub-networks trained. `mask_updates` does the sa
 optimizer, for the duration of training: its per-variable ``update_step`` (and the weight decay
 that ``apply`` performs for every variable first) runs inside a graph conditional on "this
 variable's gradient has a non-zero entry". Nothing is re-traced per step and the optimizer's
-variables, iterations and saved state are unchanged; `unmask_updates` restores the plain optimizer.
+variables, iterations and saved state are unchanged; `unmask_updates` restores the plain optimizer
+(for functions traced after it: an already traced train function keeps the mask).
 
 `TIPSCallback` groups the variables by top-level layer (``groups``): a layer is stepped whole
-when any of its gradients is non-zero. That differs from the authors' per-parameter rule only for
-a parameter with an exactly zero gradient inside a layer that ran (none in the zoo's gated blocks
-and exit heads, whose every parameter gets a gradient when the block runs), and it makes one
-conditional per block instead of one per parameter.
+(momentum and weight decay included) when any of its gradients is non-zero. That differs from the
+authors' per-parameter rule only for a parameter with an exactly zero gradient inside a layer that
+ran (none in the zoo's gated blocks and exit heads, whose every parameter gets a gradient when the
+block runs), and it makes one conditional per block instead of one per parameter. A variable
+listed in more than one group (weights tied across layers) keeps a conditional of its own, so
+that its gradient does not step the other group.
 """
 
 import tensorflow as tf
@@ -32,6 +35,12 @@ def _key(variable):
     return id(variable if isinstance(variable, tf.Variable) else getattr(variable, "value", variable))
 
 
+def _nonzero(gradient):
+    """Whether ``gradient`` has a non-zero entry (of its values only, for an ``IndexedSlices``)."""
+    values = gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
+    return tf.reduce_any(tf.not_equal(values, 0))
+
+
 def mask_updates(optimizer, groups=None):
     """Makes ``optimizer`` skip variables whose gradient is all zero (idempotent).
 
@@ -40,8 +49,10 @@ def mask_updates(optimizer, groups=None):
     the group is non-zero": a gated block's variables take part together, and one conditional
     per block instead of one per variable makes the traced step smaller (the tests' 4-gate
     supernet has 41 trainable variables in 9 top-level layers: 9 conditionals instead of 41).
-    Variables in no group, and every variable under a distribution strategy with several
-    replicas (where each variable is updated on its own replicas), keep one conditional each.
+    Variables in no group or in several groups, and every variable under a distribution
+    strategy (any but the default one: there each variable is updated on its own replicas),
+    keep one conditional each. Masking an optimizer that is already masked changes nothing,
+    ``groups`` included: `unmask_updates` first to regroup.
 
     Args:
         optimizer: a Keras 3 optimizer (a ``LossScaleOptimizer`` is handled through its inner
@@ -76,16 +87,19 @@ def mask_updates(optimizer, groups=None):
         update_step(gradient, variable, learning_rate)
 
     def masked_update_step(gradient, variable, learning_rate):
-        took_part = tf.reduce_any(tf.not_equal(gradient, 0))
+        took_part = _nonzero(gradient)
         tf.cond(took_part, lambda: decayed_update_step(gradient, variable, learning_rate), lambda: None)
 
     opt.update_step = masked_update_step
     opt._apply_weight_decay = lambda variables: None  # applied per variable, inside the mask
-    group_of = {_key(v): i for i, group in enumerate(groups or ()) for v in group}
+    group_of = {}
+    for i, group in enumerate(groups or ()):
+        for key in {_key(v) for v in group}:
+            group_of[key] = ("alone", key) if key in group_of else i  # tied weights: their own
     distributed_update = getattr(opt, "_distributed_tf_update_step", None)  # the TensorFlow backend's
     if group_of and distributed_update is not None:
         def grouped_update(distribution, grads_and_vars, learning_rate):
-            if distribution.num_replicas_in_sync > 1:
+            if tf.distribute.has_strategy():  # not the default strategy: per-variable updates
                 return distributed_update(distribution, grads_and_vars, learning_rate)
             buckets = {}
             for grad, var in grads_and_vars:
@@ -98,7 +112,7 @@ def mask_updates(optimizer, groups=None):
                 def step(pairs=pairs):
                     for grad, var in pairs:
                         distribution.extended.update(var, apply, args=(grad, learning_rate), group=False)
-                took_part = tf.reduce_any(tf.stack([tf.reduce_any(tf.not_equal(g, 0)) for g, _ in pairs]))
+                took_part = tf.reduce_any(tf.stack([_nonzero(g) for g, _ in pairs]))
                 tf.cond(took_part, step, lambda: None)
 
         opt._distributed_tf_update_step = grouped_update
