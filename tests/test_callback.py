@@ -23,8 +23,8 @@ def test_default_recipe_with_each_sampler(sampler, supernet, blobs):
     history = supernet.fit(x[:96], y[:96], batch_size=32, epochs=1, validation_data=validation,
                            callbacks=[callback], verbose=0)
     space = supernet.config_space
-    assert [len(r) for r in callback._records] == [4] * 3  # sandwich: largest, smallest + 2 drawn
-    for paths in callback._records:
+    assert [len(r) for r in callback._record.steps] == [4] * 3  # sandwich: largest, smallest + 2 drawn
+    for paths in callback._record.steps:
         np.testing.assert_array_equal(paths[0], space.largest().to_vector())
         np.testing.assert_array_equal(paths[1], space.smallest().to_vector())
     assert set(callback.importance) == set(space.gate_names)
@@ -35,14 +35,14 @@ def test_default_recipe_with_each_sampler(sampler, supernet, blobs):
             if validation else key not in history.history
     assert supernet.get_active_config() == space.largest()  # eval_config after fit
     assert supernet.training_step is None and not optimizer_lib.is_masked(supernet.optimizer)
-    assert callback.signal is None and callback._signals == [] and not callback.step.record_signals
+    assert callback.signal is None and callback._record.values() is None and not callback.step.record_signals
 
 
 @pytest.mark.parametrize("sampler, k", [("tips", 1), ("uniform", 1), ("sandwich", 4), ("stochastic_depth", 1)])
 def test_single_path_recipe_is_the_old_rule(sampler, k, supernet, blobs):
     callback = tips.TIPSCallback(sampler=sampler, recipe="single_path", seed=1)
     supernet.fit(blobs[0][:64], blobs[1][:64], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
-    assert [len(r) for r in callback._records] == [k, k]
+    assert [len(r) for r in callback._record.steps] == [k, k]
     values = callback.recipe_values
     assert values["exits"] == "active" and values["distillation"] == 0.0 and not values["masked_updates"]
     assert callback.step.exits == "active" and callback.step.teacher is None
@@ -53,7 +53,7 @@ def test_menu_recipe_draws_the_budgets_important_paths_after_the_largest(superne
     seen = {}
 
     def keep(epoch, logs):
-        seen[epoch] = (dict(callback.important_paths), [list(map(tuple, paths)) for paths in callback._records])
+        seen[epoch] = (dict(callback.important_paths), [list(map(tuple, paths)) for paths in callback._record.steps])
 
     x, y, xv, yv = blobs
     log = tmp_path / "log.csv"
@@ -142,10 +142,10 @@ def test_signal_weights_the_dtmc_with_the_measured_path_losses(supernet, blobs, 
     monkeypatch.setattr(importance_lib, "dtmc_importance",
                         lambda *args: seen.append(args[-1]) or original(*args))
     supernet.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
-    losses = np.concatenate(callback._signals)
+    losses = callback._record.values()
     assert losses.shape == (12,) and np.all(np.isfinite(losses)) and np.all(losses > 0)
     np.testing.assert_allclose(losses[-4:], callback.step.path_signals()[:, 0])
-    vectors = np.concatenate(callback._records)
+    vectors = callback._record.vectors()
     np.testing.assert_allclose(seen[0], tips.signals.exit_normalized_weights(vectors, losses))
     assert not np.allclose(seen[0], 1.0)
 
@@ -154,7 +154,7 @@ def test_marginal_importance_comes_from_the_recorded_losses(supernet, blobs):
     callback = tips.TIPSCallback(sampler="tips", importance="marginal", seed=3)
     assert callback.signal == "loss"
     supernet.fit(blobs[0][:96], blobs[1][:96], batch_size=32, epochs=1, callbacks=[callback], verbose=0)
-    vectors, losses = np.concatenate(callback._records), np.concatenate(callback._signals)
+    vectors, losses = callback._record.vectors(), callback._record.values()
     expected = tips.signals.marginal_importance(vectors, losses, supernet.config_space.gate_min_exit, "loss")
     np.testing.assert_allclose(list(callback.importance.values()), expected)
     np.testing.assert_allclose(callback.sampler.gate_probs, 0.35 + 0.3 * expected)
@@ -323,7 +323,7 @@ def test_nan_loss_stops_training_and_names_the_subnetwork(supernet, blobs):
     callback = tips.TIPSCallback(sampler="uniform", recalibration_data=None)
     with pytest.warns(RuntimeWarning, match="Sub-network"):
         supernet.fit(x, blobs[1][:64], batch_size=32, epochs=3, callbacks=[callback], verbose=0)
-    assert len(callback._records) == 1 and callback.nan_config
+    assert len(callback._record.steps) == 1 and callback.nan_config
     assert set(callback.nan_config[0]) == {"exit", "gates"}
 
 

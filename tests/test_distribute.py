@@ -77,7 +77,7 @@ class Recorder(tips.TIPSCallback):
     steps, after_step = [], []
     def on_train_batch_begin(self, batch, logs=None):
         super().on_train_batch_begin(batch, logs)
-        self.steps.append(self._records[-1].tolist())
+        self.steps.append(self._record.last().tolist())
         self.seen_before = np.array([v.numpy() for v in seen.values])
     def on_train_batch_end(self, batch, logs=None):
         # After the step: what each replica's forward passes read during the step, and the

@@ -27,8 +27,8 @@ def test_changing_subnetworks_does_not_retrace(blobs):
     callback = tips.TIPSCallback(sampler="uniform", seed=3)
     x, y = blobs[0][:200], blobs[1][:200]
     model.fit(x, y, batch_size=4, epochs=1, callbacks=[callback, TraceProbe()], verbose=0)  # 50 steps
-    sampled = {tuple(v) for v in np.concatenate(callback._records)}
-    assert len(callback._records) == 50
+    sampled = {tuple(v) for v in callback._record.vectors()}
+    assert len(callback._record.steps) == 50
     assert len(sampled) > 5, "the subnetwork must change between steps"
     # Metrics and optimizer are built before the first trace (AnytimeModel._maybe_symbolic_build):
     # a first trace that created variables would make tf.function trace the whole step again.

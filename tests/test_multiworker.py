@@ -62,7 +62,7 @@ class Recorder(tips.TIPSCallback):
         self.steps.append([self._epoch, int(batch)])
         super().on_train_batch_begin(batch, logs)
     def on_epoch_end(self, epoch, logs=None):
-        self.draws[epoch] = np.concatenate(self._records, axis=0).tolist()
+        self.draws[epoch] = self._record.vectors().tolist()
         super().on_epoch_end(epoch, logs)
 
 class Crash(keras.callbacks.Callback):

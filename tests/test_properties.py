@@ -275,10 +275,10 @@ def test_non_finite_loss_stops_training_naming_the_subnetwork(bad):
     callback = tips.TIPSCallback(sampler="uniform", seed=3)
     with pytest.warns(RuntimeWarning, match=f"loss became {bad}.*Sub-network") as record:
         history = model.fit(x, y, batch_size=32, epochs=3, callbacks=[callback], verbose=0)
-    assert len(history.history["loss"]) == 1 and len(callback._records) == 1  # stopped at step 1
+    assert len(history.history["loss"]) == 1 and len(callback._record.steps) == 1  # stopped at step 1
     (message,) = [str(w.message) for w in record if issubclass(w.category, RuntimeWarning)
                   and "loss became" in str(w.message)]
     names = model.config_space.gate_names
-    drawn = [tips.Configuration.from_vector(v).to_dict(names) for v in callback._records[0]]
+    drawn = [tips.Configuration.from_vector(v).to_dict(names) for v in callback._record.steps[0]]
     assert callback.nan_config == drawn and len(drawn) == 4  # the step's four paths, named
     assert str(drawn[0]) in message and set(drawn[0]["gates"]) == set(names)

@@ -51,7 +51,7 @@ class RecordingTIPS(tips.TIPSCallback):
         super().on_train_batch_begin(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.draws[epoch] = np.concatenate(self._records, axis=0)
+        self.draws[epoch] = self._record.vectors()
         super().on_epoch_end(epoch, logs)
 
 
@@ -121,7 +121,7 @@ def test_crash_and_backup_and_restore_continue_exactly(tmp_path, reference):
     first = RecordingTIPS(**SAMPLER)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(fresh_model(0), callbacks(first) + [Crash(epoch=1, batch=2)])
-    assert sorted(first.draws) == [0] and len(first._records) == 3  # died in step (1, 2)
+    assert sorted(first.draws) == [0] and len(first._record.steps) == 3  # died in step (1, 2)
     # The backup holds the EMA teacher (saved through the model's untracked attribute).
     weights_files = [p for p in pathlib.Path(backup_dir).rglob("*.h5")]
     with h5py.File(weights_files[0]) as handle:
@@ -225,11 +225,11 @@ def test_resume_at_a_batch_offset_replays_the_skipped_draws(supernet):
     resumed.on_epoch_begin(2)
     resumed.on_train_batch_begin(3)
     resumed.on_train_batch_begin(4)
-    assert len(resumed._records) == 5
-    for ours, theirs in zip(resumed._records, complete._records):
+    assert len(resumed._record.steps) == 5
+    for ours, theirs in zip(resumed._record.steps, complete._record.steps):
         np.testing.assert_array_equal(ours, theirs)
-    importance, _ = resumed.compute_importance(np.concatenate(resumed._records))
-    expected, _ = complete.compute_importance(np.concatenate(complete._records))
+    importance, _ = resumed.compute_importance(resumed._record.vectors())
+    expected, _ = complete.compute_importance(complete._record.vectors())
     np.testing.assert_array_equal(importance, expected)
 
 

@@ -31,6 +31,7 @@ from tips_keras.training import signals as signals_lib
 from tips_keras.training import state as state_lib
 from tips_keras.training import teacher as teacher_lib
 from tips_keras.training import validation as validation_lib
+from tips_keras.training.epoch_record import EpochRecord
 from tips_keras.training.schedule import StepSchedule, aux_weight_at, training_fraction
 from tips_keras.training.step import AnytimeStep
 
@@ -162,8 +163,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.nan_config = None
         self._fit_arguments = {}
         self._epoch = 0
-        self._records = []
-        self._signals = []
+        self._record = EpochRecord(with_signal=self.signal is not None)
         self._epoch_started = False
         self._validation = None
         self._schedule = StepSchedule(None)
@@ -253,8 +253,7 @@ class TIPSCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         """Starts recording the epoch's paths (``epoch``: its index)."""
         self._epoch = epoch
-        self._records = []
-        self._signals = []
+        self._record = EpochRecord(with_signal=self.signal is not None)
         self._epoch_started = False
 
     def step_paths(self, epoch, batch):
@@ -291,12 +290,10 @@ class TIPSCallback(keras.callbacks.Callback):
             self._epoch_started = True
             self._load_state()
             stride = max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
-            for skipped in range(0, int(batch), stride):  # resumed at a batch offset
-                self._records.append(self.step_paths(self._epoch, skipped))
-                if self.signal is not None:
-                    self._signals.append(np.full(len(self._records[-1]), np.nan))
+            # resumed at a batch offset: the skipped batches' draws go into the epoch's DTMC
+            self._record.replay(lambda b: self.step_paths(self._epoch, b), range(0, int(batch), stride))
         paths = self.step_paths(self._epoch, batch)
-        self._records.append(paths)
+        self._record.add(paths)
         lr = self.learning_rate(self._epoch, batch)
         if lr is not None:
             self.model.optimizer.learning_rate = lr
@@ -314,11 +311,11 @@ class TIPSCallback(keras.callbacks.Callback):
             logs: the batch logs (``"loss"`` is read).
         """
         if self.signal is not None:
-            self._signals.append(signals_lib.signal_column(self.step.path_signals(), self.signal))
+            self._record.add_signal(signals_lib.signal_column(self.step.path_signals(), self.signal))
         loss = (logs or {}).get("loss")
         if self.terminate_on_nan and loss is not None and not np.isfinite(float(loss)):
             space = self.model.config_space
-            paths = [space.resolve((int(v[-1]), [int(b) for b in v[:-1]])) for v in self._records[-1]]
+            paths = [space.resolve((int(v[-1]), [int(b) for b in v[:-1]])) for v in self._record.last()]
             self.nan_config = [p.to_dict(space.gate_names) for p in paths]
             message = (
                 f"TIPSCallback: loss became {float(loss)} at epoch {self._epoch}, batch {batch}; "
@@ -396,8 +393,7 @@ class TIPSCallback(keras.callbacks.Callback):
         Raises:
             ValueError: no step ran in the epoch.
         """
-        vectors = np.concatenate(self._records, axis=0) if self._records else np.zeros((0, 0))
-        values = np.concatenate(self._signals) if self.signal is not None and len(vectors) else None
+        vectors, values = self._record.vectors(), self._record.values()
         importance, paths = importance_lib.epoch_importance(
             self.model, vectors, values, self.importance_rule, self.signal, self.coupling, self.score, self.budgets)
         if paths is not None:
