@@ -64,12 +64,13 @@ SETTINGS = {
                           metric_recal=128, search_val=256, search_recal=128, trials=4),
 }
 
-# The runs: name -> (sampler, TIPSCallback options). "tips" and "uniform" are the default recipe
-# with TIPS / uniform draws for the two middle paths (the matched pair); "single_path" is
+# The runs: name -> (sampler, TIPSCallback options). "tips" and "uniform" are the anytime recipe
+# (`recipe="anytime"`; `tips[menu4]` / `uniform[menu4]` below are the default recipe) with TIPS /
+# uniform draws for the two middle paths (the matched pair); "single_path" is
 # tips-keras 0.1's default rule (one TIPS path per step, its own exit only, no teacher).
 RUNS = {
-    "tips": ("tips", {}),
-    "uniform": ("uniform", {}),
+    "tips": ("tips", {"recipe": "anytime"}),
+    "uniform": ("uniform", {"recipe": "anytime"}),
     "single_path": ("tips", {"recipe": "single_path"}),
 }
 # --variants: ablations of the recipe and of the TIPS rule (1 seed is enough to look; 3 to claim).
@@ -100,6 +101,10 @@ VARIANTS = {
     # step share the smallest sub-network (10 % FLOPs, off the menu) took goes to the menu paths.
     # This is `TIPSCallback(recipe="menu")` (the explicit options above, as tests/test_callback.py checks).
     "tips[menu-mixed-aux0.3-no-smallest]": ("tips", {"recipe": "menu", "budgets": (0.25, 0.5)}),
+    # The default, `TIPSCallback()`: the menu recipe with its default budgets (10 / 25 / 50 / 75 %).
+    "tips[menu4]": ("tips", {"recipe": "menu"}),
+    # ... and its baseline: the largest + 3 uniform draws over the whole space, the same recipe.
+    "uniform[menu4]": ("uniform", {"recipe": "menu"}),
     "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),
@@ -109,6 +114,7 @@ VARIANTS = {
 MATCHED_BASELINE = {
     "single_path": "uniform[single_path]",
     "tips[k6]": "uniform[k6]",
+    "tips[menu4]": "uniform[menu4]",
 }
 
 

@@ -4,8 +4,9 @@ Run:  .venv/bin/python benchmarks/core_benchmark.py [--quick] [--sections 1 2 3]
 
 1. Per-epoch wall and CPU time (``time.process_time``) of ``model.fit``: the full network as a
    plain Keras model (``tips.extract(model, "largest")``), the supernet with the default recipe
-   (``TIPSCallback()``: 4 paths per step, every reached exit, EMA teacher), with tips-keras 0.1's
-   rule (``recipe="single_path"``), and with uniform draws in both. Same data, batch 128; first
+   (``TIPSCallback()``, the menu recipe: the largest + 3 of the budgets' important paths per
+   step, EMA teacher), with the previous default (``recipe="anytime"``: the sandwich rule, every
+   reached exit), with tips-keras 0.1's rule (``recipe="single_path"``), and with uniform draws. Same data, batch 128; first
    epoch excluded (tracing); variants interleaved, median of 3 runs, ratios to plain fit.
 2. DTMC epoch update (importance from T = 2,000 sampled sub-networks) on a ~40-node supernet.
 3. Per-epoch time of training only the smallest / a middle / the largest configuration: a skipped
@@ -86,10 +87,10 @@ def epoch_time(x, y, epochs, widths, blocks, callback_factory, draws=None, plain
 def overhead_table(x, y, runs, epochs, widths, blocks):
     variants = {
         "plain Keras model, full network": None,
-        "TIPSCallback() (recipe, tips)": lambda: tips.TIPSCallback(sampler="tips"),
-        "TIPSCallback(uniform) (recipe)": lambda: tips.TIPSCallback(sampler="uniform"),
-        "recipe='single_path' (tips, old default)": lambda: tips.TIPSCallback(sampler="tips", recipe="single_path"),
-        "recipe='single_path', uniform": lambda: tips.TIPSCallback(sampler="uniform", recipe="single_path"),
+        "TIPSCallback() (menu recipe, tips)": lambda: tips.TIPSCallback(sampler="tips"),
+        "TIPSCallback(uniform) (menu recipe)": lambda: tips.TIPSCallback(sampler="uniform"),
+        "recipe='anytime' (tips, previous default)": lambda: tips.TIPSCallback(sampler="tips", recipe="anytime"),
+        "recipe='single_path' (tips, 0.1's rule)": lambda: tips.TIPSCallback(sampler="tips", recipe="single_path"),
     }
     results = {name: [] for name in variants}
     macs = {name: [] for name in variants}
@@ -107,9 +108,9 @@ def overhead_table(x, y, runs, epochs, widths, blocks):
         wall, cpu = (statistics.median(t[i] for t in times) for i in (0, 1))
         print(f"{name:<42} {wall:>7.2f} {cpu:>7.2f} {wall / base[0]:>10.2f} {cpu / base[1]:>9.2f}  "
               + " ".join(f"{t[0]:.2f}" for t in times))
-    for pair in (("TIPSCallback() (recipe, tips)", "recipe='single_path' (tips, old default)"),
-                 ("TIPSCallback() (recipe, tips)", "TIPSCallback(uniform) (recipe)"),
-                 ("recipe='single_path' (tips, old default)", "recipe='single_path', uniform")):
+    for pair in (("TIPSCallback() (menu recipe, tips)", "recipe='anytime' (tips, previous default)"),
+                 ("TIPSCallback() (menu recipe, tips)", "TIPSCallback(uniform) (menu recipe)"),
+                 ("TIPSCallback() (menu recipe, tips)", "recipe='single_path' (tips, 0.1's rule)")):
         a, b = (results[n] for n in pair)
         print(f"{pair[0]} / {pair[1]}: wall {statistics.median(x[0] / y[0] for x, y in zip(a, b)):.2f}, "
               f"cpu {statistics.median(x[1] / y[1] for x, y in zip(a, b)):.2f} (median of per-run ratios); "

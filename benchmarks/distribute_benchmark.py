@@ -3,7 +3,7 @@
 Run:  .venv/bin/python benchmarks/distribute_benchmark.py [--data mnist_5k|blobs] [--epochs N]
       [--seeds 0 1 2]
 
-Both settings train the same small anytime ResNet with ``TIPSCallback(sampler="tips")``, the
+Both settings train the same small anytime ResNet with ``TIPSCallback(sampler="tips", recipe="anytime")``, the
 same global batch size, seed and data order; the mirrored run splits each batch over two replicas
 (gradients all-reduced, BatchNorm statistics per replica). Reported per setting: test accuracy of
 the largest sub-network, of the shallowest exit with all its blocks and of the smallest
@@ -47,7 +47,7 @@ def run(strategy, seed, train, test, shape, epochs, batch_size, widths=(8, 16)):
         model = tips.zoo.anytime_resnet(**shape, widths=widths, blocks_per_stage=2)
         model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
-    callback = tips.TIPSCallback(sampler="tips", seed=seed)
+    callback = tips.TIPSCallback(sampler="tips", recipe="anytime", seed=seed)
     start = time.perf_counter()
     model.fit(*train, batch_size=batch_size, epochs=epochs, callbacks=[callback], verbose=0)
     seconds = time.perf_counter() - start

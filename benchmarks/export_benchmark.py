@@ -84,7 +84,7 @@ def supernet(args, data):
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     # TIPS: the largest path plus one sampled path per step.
-    callback = tips.TIPSCallback(sampler="tips", paths_per_step=2, include_largest=True,
+    callback = tips.TIPSCallback(sampler="tips", recipe="anytime", paths_per_step=2, include_largest=True,
                                  seed=args.seed)
     t0 = time.time()
     model.fit(data.x_train, data.y_train, batch_size=args.batch_size, epochs=args.epochs,

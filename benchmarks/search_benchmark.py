@@ -75,7 +75,7 @@ def trained_supernet(cfg, splits, retrain):
     keras.utils.set_random_seed(0)
     model = tips.zoo.anytime_resnet((28, 28, 1), 10, widths=cfg["widths"], blocks_per_stage=cfg["blocks"])
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    callback = tips.TIPSCallback(sampler="tips", paths_per_step=2, distillation=0.5, seed=0)
+    callback = tips.TIPSCallback(sampler="tips", recipe="anytime", paths_per_step=2, distillation=0.5, seed=0)
     print(f"[train] {cfg['train_size']} Fashion-MNIST images, {cfg['epochs']} epochs, TIPS sampler "
           f"(largest + 1 sampled path per step, distillation 0.5), supernet widths={cfg['widths']}, "
           f"blocks_per_stage={cfg['blocks']}: {model.config_space.num_gates} gates, "

@@ -8,7 +8,7 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
    supernet holding that configuration under `TIPSCallback` (one path per step, its own exit, no
    teacher: the gating machinery alone), same data and batch size. Then a k-path step (the four
    configurations largest, middle, small, smallest in one step) against the sum of their plain
-   steps, and the default recipe's step (every reached exit, EMA teacher) on the same four
+   steps, and the anytime recipe's step (every reached exit, EMA teacher) on the same four
    paths. Variants interleaved; per-epoch wall and CPU time (``time.process_time``), median of the
    runs (epoch 1, with tracing, excluded).
 2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
@@ -110,7 +110,7 @@ def plain_epoch(widths, blocks, vector, x, y, epochs):
 def gated_epoch(widths, blocks, vectors, x, y, epochs, recipe="single_path"):
     model = supernet(widths, blocks)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    options = dict(recipe="single_path", distillation=0.0) if recipe == "single_path" else {}
+    options = dict(recipe="single_path", distillation=0.0) if recipe == "single_path" else dict(recipe=recipe)
     callback = tips.TIPSCallback(sampler=lambda s: ListSampler(s, vectors), report_configs=(),
                                  recalibration_data=None, **options)
     return fit_epochs(model, x, y, epochs, [callback])

@@ -85,24 +85,28 @@ print("gates:", wrapped.config_space.gate_names)
 print("same outputs with all gates on:",
       np.allclose(wrapped.predict(sample, verbose=0), user_model.predict(sample, verbose=0), atol=1e-5))'''),
     new_markdown_cell(
-        "## 2. Train every sub-network in one `model.fit`\n\n`TIPSCallback()` runs the anytime "
-        "recipe: each step trains the largest and the smallest sub-network plus two paths drawn "
-        "by TIPS (switching paths is one variable assignment: no re-tracing), every exit a path "
-        "reaches learns, the smaller paths also learn from an EMA teacher, parameters no path "
-        "used are not stepped, and the learning rate warms up then decays. At each epoch end it "
-        "rebuilds the DTMC from the paths it sampled and picks the **important path** of each "
-        "FLOPs budget (highest TPS), which it then samples more often.\n\n"
+        "## 2. Train a menu of sub-networks in one `model.fit`\n\n`TIPSCallback()` runs the menu "
+        "recipe for the FLOPs budgets 10 / 25 / 50 / 75 %: each step trains the largest "
+        "sub-network plus three paths drawn by TIPS among the budgets' **important paths** "
+        "(switching paths is one variable assignment: no re-tracing), every exit a drawn path "
+        "reaches learns (the earlier ones at weight 0.3), the smaller paths also learn from an EMA "
+        "teacher, parameters no path used are not stepped, and the learning rate warms up then "
+        "decays. At each epoch end it rebuilds the DTMC from the paths it sampled and picks the "
+        "important path of each budget (highest TPS), the menu that the next epoch trains and the "
+        "search starts from. `TIPSCallback(recipe=\"anytime\")` spreads training over the whole "
+        "space instead (the sandwich rule).\n\n"
         "Validation reports what would be deployed: BatchNorm statistics are recalibrated per "
         "configuration on a sample of `fit`'s own training images, `val_accuracy` is the largest "
-        "sub-network and `val_smallest_accuracy` the smallest."),
+        "sub-network, `val_budget25_accuracy` the 25 % budget's important path and "
+        "`val_smallest_accuracy` the smallest (off the menu: barely trained)."),
     new_code_cell('''\
 model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
               metrics=["accuracy"])
 tips_cb = tips.TIPSCallback(seed=0)
 history = model.fit(splits.x_train, splits.y_train, batch_size=BATCH, epochs=EPOCHS,
                     validation_data=(splits.x_val, splits.y_val), callbacks=[tips_cb], verbose=2)
-print("val accuracy, largest / smallest:", round(history.history["val_largest_accuracy"][-1], 3),
-      round(history.history["val_smallest_accuracy"][-1], 3))
+print("val accuracy, largest / 25 % path / smallest:", round(history.history["val_largest_accuracy"][-1], 3),
+      round(history.history["val_budget25_accuracy"][-1], 3), round(history.history["val_smallest_accuracy"][-1], 3))
 print({gate: round(value, 3) for gate, value in tips_cb.importance.items()})
 for budget, config in tips_cb.important_paths.items():
     print(f"important path at {budget:.0%} of the FLOPs: exit {config.exit}, gates {config.gates}")'''),
@@ -117,8 +121,7 @@ display(Image(path))'''),
         "lot for small configurations."),
     new_code_cell('''\
 calib = tips.training.calibration.calibration_data(model)
-for name in ("largest", "smallest"):
-    config = space.resolve(name)
+for name, config in (("largest", space.largest()), ("25 % path", tips_cb.important_paths[0.25])):
     model.set_config(config)
     plain = model.evaluate(splits.x_test, splits.y_test, verbose=0)[1]
     with tips.recalibrated(model, config, calib):

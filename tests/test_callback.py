@@ -15,9 +15,9 @@ from tips_keras.training.schedule import aux_weight_at, warmup_cosine
 
 
 @pytest.mark.parametrize("sampler", ["tips", "uniform", "sandwich", "stochastic_depth"])
-def test_default_recipe_with_each_sampler(sampler, supernet, blobs):
+def test_anytime_recipe_with_each_sampler(sampler, supernet, blobs):
     x, y, xv, yv = blobs
-    callback = tips.TIPSCallback(sampler=sampler, seed=1)
+    callback = tips.TIPSCallback(sampler=sampler, recipe="anytime", seed=1)
     # The deployed validation does not depend on the sampler: checked once, with TIPS.
     validation = (xv[:32], yv[:32]) if sampler == "tips" else None
     history = supernet.fit(x[:96], y[:96], batch_size=32, epochs=1, validation_data=validation,
@@ -60,11 +60,10 @@ def test_menu_recipe_draws_the_budgets_important_paths_after_the_largest(superne
     history = supernet.fit(x[:64], y[:64], batch_size=32, epochs=2, verbose=0, validation_data=(xv[:32], yv[:32]),
                            callbacks=[callback, keras.callbacks.LambdaCallback(on_epoch_end=keep),
                                       keras.callbacks.CSVLogger(str(log))])
-    # The report of the menu recipe: the largest and each budget's important path, every epoch.
-    names = ("val_largest_accuracy", "val_budget30_accuracy", "val_budget60_accuracy")
+    # The report of the menu recipe: the largest, the smallest and each budget's important path.
+    names = ("val_largest_accuracy", "val_smallest_accuracy", "val_budget30_accuracy", "val_budget60_accuracy")
     for key in names:
         assert len(history.history[key]) == 2 and 0.0 <= history.history[key][-1] <= 1.0
-    assert "val_smallest_accuracy" not in history.history
     with open(log) as f:
         assert set(names) <= set(next(csv.reader(f)))
     # Epoch 1's validation evaluated the paths that epoch trained: those found after epoch 0.
@@ -81,11 +80,19 @@ def test_menu_recipe_draws_the_budgets_important_paths_after_the_largest(superne
 
 
 def test_menu_recipe_is_the_explicit_options_it_names():
-    explicit = tips.TIPSCallback(budgets=(0.25, 0.5), focus=1.0, exits="reached_except_largest", aux_weight=0.3,
-                                 sandwich=False, include_largest=True, include_smallest=False)
+    explicit = tips.TIPSCallback(recipe="anytime", budgets=(0.25, 0.5), focus=1.0, exits="reached_except_largest",
+                                 aux_weight=0.3, sandwich=False, include_largest=True, include_smallest=False)
     named = tips.TIPSCallback(recipe="menu", budgets=(0.25, 0.5))
     assert named.recipe_values == explicit.recipe_values
     assert named.sampler_options == explicit.sampler_options
+
+
+def test_the_default_recipe_is_the_menu_of_four_budgets():
+    default = tips.TIPSCallback()
+    assert default.recipe == tips.training.recipes.DEFAULT_RECIPE == "menu"
+    assert default.recipe_values == tips.TIPSCallback(recipe="menu").recipe_values
+    assert default.budgets == (0.1, 0.25, 0.5, 0.75) and default.sampler_options["include_smallest"] is False
+    assert set(default.report_configs) == {"largest", "smallest"} and default._report_budgets
 
 
 def test_a_configuration_named_budgets_in_a_dict_stays_a_configuration():
@@ -180,17 +187,36 @@ def test_sampler_state_is_restored_from_the_weights(tmp_path, budget_fit):
     np.testing.assert_array_equal(second.step_paths(3, 5), first.step_paths(3, 5))  # same draws
 
 
-def test_default_recipe_trains_both_exits(blobs):
+def _trained(callback, blobs):
     keras.utils.set_random_seed(0)
     model = tiny_supernet()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    x, y, xv, yv = blobs
-    model.fit(x, y, batch_size=32, epochs=5, callbacks=[tips.TIPSCallback()], verbose=0)
+    model.fit(blobs[0], blobs[1], batch_size=32, epochs=5, callbacks=[callback], verbose=0)
+    return model
+
+
+def _accuracy(model, config, blobs):
+    with recalibrated(model, config, blobs[0]):
+        return model.evaluate(blobs[2], blobs[3], verbose=0)[1]
+
+
+def test_anytime_recipe_trains_both_exits(blobs):
+    model = _trained(tips.TIPSCallback(recipe="anytime"), blobs)
     for config, floor in (("largest", 0.85), ((0, [1, 1, 0, 0]), 0.6), ("smallest", 0.4)):  # chance 0.25
-        with recalibrated(model, config, x):
-            accuracy = model.evaluate(xv, yv, verbose=0)[1]
+        accuracy = _accuracy(model, config, blobs)
         assert accuracy > floor, (config, accuracy)
+
+
+def test_default_recipe_trains_the_largest_and_each_budgets_important_path(blobs):
+    callback = tips.TIPSCallback()
+    model = _trained(callback, blobs)
+    assert _accuracy(model, "largest", blobs) > 0.85
+    assert sorted(callback.important_paths) == [0.1, 0.25, 0.5, 0.75]
+    for budget, config in callback.important_paths.items():  # the menu
+        assert tips.flops(model, config) <= budget * tips.flops(model, "largest")
+        accuracy = _accuracy(model, config, blobs)
+        assert accuracy > 0.5, (budget, config, accuracy)  # chance 0.25 (measured: 0.56 to 0.59)
 
 
 def test_explicit_recalibration_data_recalibrates_before_validation(supernet, blobs):

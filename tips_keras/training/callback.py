@@ -1,7 +1,7 @@
 """`TIPSCallback`: the anytime training recipe and TIPS path sampling, inside ``model.fit``.
 
-``model.fit(x, y, callbacks=[TIPSCallback()])`` trains a gated supernet so that every
-configuration is deployable (the recipe: `tips_keras.training.recipes`). Per step the callback
+``model.fit(x, y, callbacks=[TIPSCallback()])`` trains a gated supernet so that the menu of
+FLOPs budgets is deployable (the recipe: `tips_keras.training.recipes`). Per step the callback
 draws the step's paths with a generator seeded by ``(seed, epoch, batch)``, sets the learning rate
 and hands the paths to the `AnytimeStep` it attached to the model (variable assigns: no re-trace).
 Per epoch it builds the DTMC of the sub-networks sampled in the epoch and updates the importance,
@@ -42,10 +42,11 @@ class TIPSCallback(keras.callbacks.Callback):
         sampler: rule for the drawn paths: ``"tips"`` (default), ``"uniform"``, ``"sandwich"``
             (uniform, always with the largest and smallest) or ``"stochastic_depth"``, or a
             callable ``space -> tips_keras.training.sampling.Sampler``.
-        recipe: ``"anytime"`` (default: the whole space), ``"menu"`` (the ``budgets``' important
-            paths and the largest, for a menu known before training) or ``"single_path"``
-            (tips-keras 0.1's rule, a baseline); see `tips_keras.training.recipes`. The arguments
-            from `paths_per_step` to `final_weights` default to the recipe's.
+        recipe: ``"menu"`` (default: the largest and the ``budgets``' important paths, the menu
+            a search then finds), ``"anytime"`` (the sandwich rule over the whole space) or
+            ``"single_path"`` (tips-keras 0.1's rule, a baseline); see
+            `tips_keras.training.recipes`. The arguments from `paths_per_step` to
+            `final_weights` default to the recipe's.
         paths_per_step: sub-networks trained per batch (gradients averaged in one step).
         sandwich: the largest and the smallest sub-network are paths of every step.
         exits: ``"reached"`` (every exit a path's trunk reaches learns), ``"active"`` or
@@ -72,7 +73,8 @@ class TIPSCallback(keras.callbacks.Callback):
             on, `tips_keras.dtmc.budget`), ``"best_path"`` (the best TPS of any path through the
             gate, min-max normalised: tips-keras 0.1) or ``"marginal"`` (no DTMC: each gate's
             measured effect on ``signal``, `tips_keras.training.signals`).
-        budgets: FLOPs budgets, fractions of the full FLOPs, of the important paths.
+        budgets: FLOPs budgets, fractions of the full FLOPs, of the important paths (with
+            ``recipe="menu"``: the menu trained).
         coupling: λ >= 0, the total weight that ties each node to its copies in the other
             sampled sub-networks of the epoch (each of the ``T - 1`` pairs gets ``λ / (T - 1)``;
             the paper's pairwise weight of 1 would swamp the sub-networks' own edges once ``T``
@@ -86,7 +88,7 @@ class TIPSCallback(keras.callbacks.Callback):
             ``val_<name>_accuracy``: a sequence of ``"largest"`` / ``"smallest"`` / ``"budgets"``
             (each budget's important path, ``val_budget25_accuracy`` for 0.25) or a dict
             ``{name: configuration}``; empty to skip. Default (``None``): the largest and the
-            smallest, with ``recipe="menu"`` the largest and the budgets.
+            smallest, with ``recipe="menu"`` also the budgets.
         recalibration_data: ``"auto"`` (default: ``calibration_size`` inputs of ``fit``'s own
             ``x``), training inputs, or ``None`` (evaluate with the shared statistics).
         calibration_size: inputs taken for ``"auto"``.
@@ -118,7 +120,7 @@ class TIPSCallback(keras.callbacks.Callback):
 
     runs_first = True  # AnytimeModel.fit moves it before checkpointing / logging callbacks
 
-    def __init__(self, sampler="tips", recipe="anytime", paths_per_step=None, sandwich=None, exits=None,
+    def __init__(self, sampler="tips", recipe="menu", paths_per_step=None, sandwich=None, exits=None,
                  aux_weight=None, teacher=None, distillation=None, ema_decay=None, lr_schedule=None, warmup=None,
                  masked_updates=None, final_weights=None, seed=0, importance="budget_paths",
                  budgets=(0.1, 0.25, 0.5, 0.75), coupling=1.0, score="sum", signal=None, eval_config="largest",
@@ -144,7 +146,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.budgets = recipes.check_budgets(budgets)
         self.eval_config = eval_config
         if report_configs is None:
-            report_configs = ("largest", validation_lib.BUDGETS if recipe == "menu" else "smallest")
+            report_configs = ("largest", "smallest") + ((validation_lib.BUDGETS,) if recipe == "menu" else ())
         (self.report_configs, self.recalibration_data, self.calibration_size,
          self.validation_size) = validation_lib.check_arguments(report_configs, recalibration_data,
                                                                 calibration_size, validation_size)

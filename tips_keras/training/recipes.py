@@ -4,21 +4,24 @@ A recipe fixes how a step trains (paths, exits, teacher, schedule, masked update
 decides which sub-networks the drawn paths are. Every recipe value can be overridden by the
 callback argument of the same name.
 
-* ``"anytime"`` (the default): the sandwich rule (the largest and the smallest sub-network in
-  every step, as in slimmable networks, BigNAS and the authors' loop) plus ``paths_per_step - 2``
-  paths drawn by the sampler (TIPS: by importance); every exit a path's trunk reaches learns
-  (MSDNet, Shallow-Deep Networks); the paths other than the largest learn from an EMA teacher
-  (decay 0.997, the authors' value) mixed with the labels; only the parameters a step used are
-  stepped; a cosine learning rate with a short linear warm-up. The exact values and why are in
-  ``RECIPES["anytime"]`` and benchmarks/RESULTS.md.
-* ``"menu"``: for a menu known before training (``budgets``): the largest sub-network and
-  ``paths_per_step - 1`` paths drawn among the budgets' important paths in every step (no
-  smallest sub-network: with the TIPS sampler ``focus=1.0``); the largest learns at its own exit
-  only, every other path at every exit it reaches with the earlier (auxiliary) exits weighted 0.3
-  (GoogLeNet's and Deeply-Supervised Nets' companion-loss weight); teacher, schedule and masked
-  updates as ``"anytime"``. Measured in benchmarks/deep/RESULTS.md (variant
-  ``tips[menu-mixed-aux0.3-no-smallest]``): the menu's configurations come within a point of the
-  same networks trained alone, configurations far from the menu are left untrained.
+* ``"menu"`` (the default): for the menu of FLOPs ``budgets`` a user will deploy (default
+  10 / 25 / 50 / 75 % and the largest): the largest sub-network and ``paths_per_step - 1`` paths
+  drawn among the budgets' important paths (TIPS: their highest-TPS configurations, ``focus=1.0``)
+  in every step, no smallest sub-network; the largest learns at its own exit only, every other
+  path at every exit it reaches with the earlier (auxiliary) exits weighted 0.3 (GoogLeNet's and
+  Deeply-Supervised Nets' companion-loss weight); the paths other than the largest learn from an
+  EMA teacher (decay 0.997, the authors' value) mixed with the labels; only the parameters a step
+  used are stepped; a cosine learning rate with a short linear warm-up. Measured in
+  benchmarks/RESULTS.md and benchmarks/deep/RESULTS.md (variant ``tips[menu4]``): the searched
+  menu comes within about a point of the same networks trained alone, and its front is above the
+  ``"anytime"`` recipe's at every budget; configurations far from the menu are left untrained
+  (the search finds the menu's).
+* ``"anytime"``: for the whole configuration space: the sandwich rule (the largest and the
+  smallest sub-network in every step, as in slimmable networks, BigNAS and the authors' loop) plus
+  ``paths_per_step - 2`` paths drawn by the sampler (TIPS: by importance); every exit a path's
+  trunk reaches learns at weight 1 (MSDNet, Shallow-Deep Networks); teacher, schedule and masked
+  updates as ``"menu"``. Any configuration is usable, each a few points below the same network
+  trained alone (benchmarks/RESULTS.md, runs ``tips`` and ``uniform``).
 * ``"single_path"``: tips-keras 0.1's rule and the baseline of the sampler comparisons: one
   drawn path per step, only its own exit trained, no teacher, the optimizer's own learning rate,
   every parameter stepped. ``sampler="sandwich"`` with it is the plain sandwich rule, and
@@ -31,6 +34,7 @@ from tips_keras.training import sampling
 from tips_keras.training.schedule import check_aux_weight, check_schedule
 from tips_keras.training.step import EXIT_MODES
 
+DEFAULT_RECIPE = "menu"
 SCORES = ("log", "sum")
 TEACHERS = ("ema", "inplace")
 
