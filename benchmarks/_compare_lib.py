@@ -74,39 +74,43 @@ RUNS = {
     "single_path": ("tips", {"recipe": "single_path"}),
 }
 # --variants: ablations of the recipe and of the TIPS rule (1 seed is enough to look; 3 to claim).
+# Those measured before the menu recipe became the default name recipe="anytime", as they ran.
 VARIANTS = {
-    "tips[distill0]": ("tips", {"distillation": 0.0}),
-    "tips[distill1]": ("tips", {"distillation": 1.0}),
-    "tips[exits-active]": ("tips", {"exits": "active"}),
-    "tips[k6]": ("tips", {"paths_per_step": 6}),
-    "uniform[k6]": ("uniform", {"paths_per_step": 6}),
-    "tips[ema-weights]": ("tips", {"final_weights": "ema"}),
-    "tips[p20-80]": ("tips", {"p_min": 0.2, "p_max": 0.8}),
+    "tips[distill0]": ("tips", {"recipe": "anytime", "distillation": 0.0}),
+    "tips[distill1]": ("tips", {"recipe": "anytime", "distillation": 1.0}),
+    "tips[exits-active]": ("tips", {"recipe": "anytime", "exits": "active"}),
+    "tips[k6]": ("tips", {"recipe": "anytime", "paths_per_step": 6}),
+    "uniform[k6]": ("uniform", {"recipe": "anytime", "paths_per_step": 6}),
+    "tips[ema-weights]": ("tips", {"recipe": "anytime", "final_weights": "ema"}),
+    "tips[p20-80]": ("tips", {"recipe": "anytime", "p_min": 0.2, "p_max": 0.8}),
     # The menu first: the important paths of the menu's budgets are the only drawn paths.
-    "tips[menu]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0}),
+    "tips[menu]": ("tips", {"recipe": "anytime", "budgets": (0.25, 0.5), "focus": 1.0}),
     # ... and each path learns at its own exit only (the largest path as the network trained alone).
-    "tips[menu-exits-active]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0, "exits": "active"}),
+    "tips[menu-exits-active]": ("tips", {"recipe": "anytime", "budgets": (0.25, 0.5), "focus": 1.0,
+                                         "exits": "active"}),
     # ... every reached exit, but the largest path at its own exit only.
-    "tips[menu-exits-mixed]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0,
+    "tips[menu-exits-mixed]": ("tips", {"recipe": "anytime", "budgets": (0.25, 0.5), "focus": 1.0,
                                         "exits": "reached_except_largest"}),
     # ... every reached exit, the auxiliary (earlier) exits' weight fading 1 -> 0 (Deeply-Supervised Nets).
-    "tips[menu-aux-fade]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0, "aux_weight": (1.0, 0.0)}),
+    "tips[menu-aux-fade]": ("tips", {"recipe": "anytime", "budgets": (0.25, 0.5), "focus": 1.0,
+                                     "aux_weight": (1.0, 0.0)}),
     # ... every reached exit, the auxiliary exits at a constant 0.3 (GoogLeNet's / DSN's weight): Adam
     # keeps the early heads learning at full speed, the shared trunk takes 0.3 of their pull.
-    "tips[menu-aux0.3]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0, "aux_weight": 0.3}),
+    "tips[menu-aux0.3]": ("tips", {"recipe": "anytime", "budgets": (0.25, 0.5), "focus": 1.0, "aux_weight": 0.3}),
     # ... both: the largest path at its own exit only, the others' auxiliary exits at 0.3.
-    "tips[menu-mixed-aux0.3]": ("tips", {"budgets": (0.25, 0.5), "focus": 1.0,
+    "tips[menu-mixed-aux0.3]": ("tips", {"recipe": "anytime", "budgets": (0.25, 0.5), "focus": 1.0,
                                          "exits": "reached_except_largest", "aux_weight": 0.3}),
     # ... and no smallest path: the largest + 3 draws among the menu's important paths, so the
     # step share the smallest sub-network (10 % FLOPs, off the menu) took goes to the menu paths.
-    # This is `TIPSCallback(recipe="menu")` (the explicit options above, as tests/test_callback.py checks).
+    # This is `TIPSCallback(budgets=(0.25, 0.5))`, the menu recipe (the explicit options above, as
+    # tests/test_callback.py checks).
     "tips[menu-mixed-aux0.3-no-smallest]": ("tips", {"recipe": "menu", "budgets": (0.25, 0.5)}),
     # The default, `TIPSCallback()`: the menu recipe with its default budgets (10 / 25 / 50 / 75 %).
     "tips[menu4]": ("tips", {"recipe": "menu"}),
     # ... and its baseline: the largest + 3 uniform draws over the whole space, the same recipe.
     "uniform[menu4]": ("uniform", {"recipe": "menu"}),
-    "tips[best_path-log]": ("tips", {"importance": "best_path", "score": "log"}),
-    "tips[marginal-grad]": ("tips", {"importance": "marginal", "signal": "grad_norm"}),
+    "tips[best_path-log]": ("tips", {"recipe": "anytime", "importance": "best_path", "score": "log"}),
+    "tips[marginal-grad]": ("tips", {"recipe": "anytime", "importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),
     "sandwich[single_path-distill]": ("sandwich", {"recipe": "single_path", "distillation": 0.5}),
 }

@@ -1,4 +1,4 @@
-"""`TIPSCallback`: the anytime training recipe and TIPS path sampling, inside ``model.fit``.
+"""`TIPSCallback`: the anytime training recipes and TIPS path sampling, inside ``model.fit``.
 
 ``model.fit(x, y, callbacks=[TIPSCallback()])`` trains a gated supernet so that the menu of
 FLOPs budgets is deployable (the recipe: `tips_keras.training.recipes`). Per step the callback

@@ -1,4 +1,4 @@
-"""Per-step schedules of the anytime recipe: the learning rate and the auxiliary exits' weight.
+"""Per-step schedules of the training recipes: the learning rate and the auxiliary exits' weight.
 
 Pure Python. The learning rate: linear warm-up, then cosine decay.
 
