@@ -211,7 +211,7 @@ class TIPSCallback(keras.callbacks.Callback):
         self.sampler = sampling.get_sampler(self.sampler_name, space, self.recipe_values["paths_per_step"],
                                             **self.sampler_options)
         if not self._load_state():  # resumed (BackupAndRestore, loaded weights): keep the stored state
-            self._store_state()
+            state_lib.store_state(self.sampler, model.controller)
         teacher = None
         if values["distillation"] > 0:
             teacher = teacher_lib.attach(model, values["ema_decay"]) if values["teacher"] == "ema" else "inplace"
@@ -235,9 +235,6 @@ class TIPSCallback(keras.callbacks.Callback):
         if not self._report_budgets:
             return {}
         return validation_lib.budget_configs(self.model, self.budgets, self.important_paths)
-
-    def _store_state(self):
-        state_lib.store_state(self.sampler, self.model.controller)
 
     def _load_state(self):
         """Reads the sampler state from the controller (the source of truth after a resume).
@@ -402,10 +399,7 @@ class TIPSCallback(keras.callbacks.Callback):
             self.important_paths = dict(zip(self.budgets, paths))
         paths = [c.to_vector() for c in self.important_paths.values() if c is not None]
         self.sampler.update(importance, np.stack(paths) if paths else None)
-        controller = self.model.controller
-        controller.importance.assign(importance.astype(np.float32))
-        controller.updates.assign(controller.updates + 1.0)
-        self._store_state()
+        state_lib.record_update(self.sampler, self.model.controller, importance)
         names = self.model.config_space.gate_names
         self.importance = dict(zip(names, map(float, importance)))
         self.history.append({"epoch": epoch, "importance": dict(self.importance),

@@ -46,3 +46,19 @@ def load_state(sampler, controller):
         return None
     sampler.set_state(read(controller.gate_probs), read(controller.exit_probs), read(controller.important_paths))
     return read(controller.importance)
+
+
+def record_update(sampler, controller, importance):
+    """Stores an epoch's update: the importance, one more update counted, the sampler's state.
+
+    Args:
+        sampler: the updated `Sampler`.
+        controller: the supernet's `SubnetController`.
+        importance: array (G,) of the gates' importance in [0, 1].
+
+    Example:
+        >>> record_update(callback.sampler, model.controller, importance)  # doctest: +SKIP
+    """
+    controller.importance.assign(np.asarray(importance, np.float32))
+    controller.updates.assign(controller.updates + 1.0)
+    store_state(sampler, controller)
