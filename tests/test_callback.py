@@ -89,7 +89,7 @@ def test_menu_recipe_is_the_explicit_options_it_names():
 
 def test_the_default_recipe_is_the_menu_of_four_budgets():
     default = tips.TIPSCallback()
-    assert default.recipe == tips.training.recipes.DEFAULT_RECIPE == "menu"
+    assert default.recipe == "menu"
     assert default.recipe_values == tips.TIPSCallback(recipe="menu").recipe_values
     assert default.budgets == (0.1, 0.25, 0.5, 0.75) and default.sampler_options["include_smallest"] is False
     assert set(default.report_configs) == {"largest", "smallest"} and default._report_budgets

@@ -35,7 +35,6 @@ from tips_keras.training import sampling
 from tips_keras.training.schedule import check_aux_weight, check_schedule
 from tips_keras.training.step import EXIT_MODES
 
-DEFAULT_RECIPE = "menu"
 SCORES = ("log", "sum")
 TEACHERS = ("ema", "inplace")
 
