@@ -109,6 +109,8 @@ VARIANTS = {
     "tips[menu4]": ("tips", {"recipe": "menu"}),
     # ... and its baseline: the largest + 3 uniform draws over the whole space, the same recipe.
     "uniform[menu4]": ("uniform", {"recipe": "menu"}),
+    # ... with one more draw per step: each budget's path trained once per step on average, not 0.75.
+    "tips[menu4-k5]": ("tips", {"recipe": "menu", "paths_per_step": 5}),
     "tips[best_path-log]": ("tips", {"recipe": "anytime", "importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"recipe": "anytime", "importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tips_keras.training.batchnorm import recalibrated
 import tips_keras as tips
 from tips_keras.training.validation import (DeployedValidation, budget_configs, budget_name, calibration_sample,
-                                          validation_sample)
+                                          check_arguments, validation_sample)
 
 
 def test_calibration_sample_of_an_array_is_a_seeded_subset_of_the_training_part():
@@ -76,3 +76,16 @@ def test_budget_report_names_each_budgets_important_path(supernet):
     # The callback's important paths win where it has them.
     given = supernet.config_space.smallest()
     assert budget_configs(supernet, (0.6, 1.0), {0.6: given, 1.0: None})["budget60"] == given
+
+
+def test_check_arguments_defaults_the_report_and_splits_off_the_budgets_entry():
+    assert check_arguments(None, "auto", 8, None)[:2] == ({"largest": "largest", "smallest": "smallest"}, False)
+    assert check_arguments(None, "auto", 8, None, menu=True)[:2] == ({"largest": "largest", "smallest": "smallest"},
+                                                                     True)
+    assert check_arguments(("budgets",), "auto", 8, None)[:2] == ({}, True)
+    # a configuration the user named "budgets" stays a configuration
+    assert check_arguments({"budgets": "smallest"}, "auto", 8, None)[:2] == ({"budgets": "smallest"}, False)
+    with pytest.raises(ValueError, match="Received: recalibration_data='all'"):
+        check_arguments((), "all", 8, None)
+    with pytest.raises(ValueError, match="Received: validation_size=0"):
+        check_arguments((), "auto", 8, 0)

@@ -145,16 +145,9 @@ class TIPSCallback(keras.callbacks.Callback):
         self.importance_rule = importance
         self.budgets = recipes.check_budgets(budgets)
         self.eval_config = eval_config
-        if report_configs is None:
-            report_configs = ("largest", "smallest") + ((validation_lib.BUDGETS,) if recipe == "menu" else ())
-        (self.report_configs, self.recalibration_data, self.calibration_size,
-         self.validation_size) = validation_lib.check_arguments(report_configs, recalibration_data,
-                                                                calibration_size, validation_size)
-        # The "budgets" entry of a sequence stands for the budgets' paths; a user's configuration
-        # named "budgets" in a dict stays a configuration.
-        self._report_budgets = self.report_configs.get(validation_lib.BUDGETS) == validation_lib.BUDGETS
-        if self._report_budgets:
-            del self.report_configs[validation_lib.BUDGETS]
+        (self.report_configs, self._report_budgets, self.recalibration_data, self.calibration_size,
+         self.validation_size) = validation_lib.check_arguments(report_configs, recalibration_data, calibration_size,
+                                                                validation_size, menu=recipe == "menu")
         self.terminate_on_nan = terminate_on_nan
         self.sampler_options = recipes.sampler_options(self.recipe_values, sampler, sampler_options, recipe)
         self.sampler = None

@@ -266,30 +266,39 @@ def budget_configs(model, budgets, paths=None):
     return {budget_name(b): paths[b] for b in budgets if paths[b] is not None}
 
 
-def check_arguments(report_configs, recalibration_data, calibration_size, validation_size):
+def check_arguments(report_configs, recalibration_data, calibration_size, validation_size, menu=False):
     """Validates the validation arguments of `TIPSCallback`.
 
     Args:
         report_configs: a sequence of ``"largest"`` / ``"smallest"`` / ``"budgets"`` (each
-            budget's important path, `budget_configs`) or a dict ``{name: config}``.
+            budget's important path, `budget_configs`), a dict ``{name: config}`` (a
+            configuration named ``"budgets"`` stays a configuration), or ``None``: the largest
+            and the smallest, with ``menu`` also the budgets.
         recalibration_data: ``"auto"``, ``None`` or training inputs.
         calibration_size: a positive int.
         validation_size: ``None`` or a positive int.
+        menu: the callback trains the menu recipe (the default report includes the budgets).
 
     Returns:
-        ``(report_configs as a dict, recalibration_data, calibration_size, validation_size)``.
+        ``(report_configs as a dict without the "budgets" entry, whether the report includes the
+        budgets' important paths, recalibration_data, calibration_size, validation_size)``.
 
     Raises:
         ValueError: a size that is not a positive integer, or a string other than ``"auto"``.
 
     Example:
-        >>> check_arguments(("largest",), "auto", 1024, None)[0]
-        {'largest': 'largest'}
+        >>> check_arguments(("largest", "budgets"), "auto", 1024, None)[:2]
+        ({'largest': 'largest'}, True)
     """
+    if report_configs is None:
+        report_configs = ("largest", "smallest") + ((BUDGETS,) if menu else ())
     if isinstance(report_configs, dict):
         configs = dict(report_configs)
     else:
         configs = {str(name): name for name in report_configs}
+    report_budgets = configs.get(BUDGETS) == BUDGETS
+    if report_budgets:
+        del configs[BUDGETS]
     if isinstance(recalibration_data, str) and recalibration_data != "auto":
         raise ValueError("Invalid value for argument `recalibration_data`. Expected 'auto', None or "
                          f"training inputs. Received: recalibration_data={recalibration_data!r}")
@@ -301,7 +310,7 @@ def check_arguments(report_configs, recalibration_data, calibration_size, valida
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Invalid value for argument `{arg}`. Expected a positive integer. "
                              f"Received: {arg}={value!r}")
-    return configs, recalibration_data, calibration_size, validation_size
+    return configs, report_budgets, recalibration_data, calibration_size, validation_size
 
 
 def prepare(model, arguments, recalibration_data, calibration_size, report_configs, validation_size, seed=0,
