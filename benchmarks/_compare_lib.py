@@ -111,6 +111,9 @@ VARIANTS = {
     "uniform[menu4]": ("uniform", {"recipe": "menu"}),
     # ... with one more draw per step: each budget's path trained once per step on average, not 0.75.
     "tips[menu4-k5]": ("tips", {"recipe": "menu", "paths_per_step": 5}),
+    # ... or without the 10 % budget, whose important path (no block, the last exit) shares the last
+    # exit's head with the largest: the largest + 3 draws among three budgets' paths.
+    "tips[menu3]": ("tips", {"recipe": "menu", "budgets": (0.25, 0.5, 0.75)}),
     "tips[best_path-log]": ("tips", {"recipe": "anytime", "importance": "best_path", "score": "log"}),
     "tips[marginal-grad]": ("tips", {"recipe": "anytime", "importance": "marginal", "signal": "grad_norm"}),
     "uniform[single_path]": ("uniform", {"recipe": "single_path"}),

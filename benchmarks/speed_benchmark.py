@@ -8,8 +8,9 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2]
    supernet holding that configuration under `TIPSCallback` (one path per step, its own exit, no
    teacher: the gating machinery alone), same data and batch size. Then a k-path step (the four
    configurations largest, middle, small, smallest in one step) against the sum of their plain
-   steps, and the anytime recipe's step (every reached exit, EMA teacher) on the same four
-   paths. Variants interleaved; per-epoch wall and CPU time (``time.process_time``), median of the
+   steps, the anytime recipe's step (every reached exit, EMA teacher) on the same four paths
+   ("recipe 4 paths") and the default menu recipe's step on them ("default 4 paths": the largest
+   at its own exit, the other paths' earlier exits at 0.3, EMA teacher). Variants interleaved; per-epoch wall and CPU time (``time.process_time``), median of the
    runs (epoch 1, with tracing, excluded).
 2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
    configuration; one row with the TIPS oracle, one over all 84 configurations) with
@@ -128,6 +129,7 @@ def step_table(x, y, runs, epochs, widths=BENCH_WIDTHS, blocks=2):
     variants.update({f"gated {n}": (gated_epoch, ([configs[n]],)) for n in ("largest", "middle", "small")})
     variants["gated 4 paths"] = (gated_epoch, (four,))
     variants["recipe 4 paths"] = (functools.partial(gated_epoch, recipe="anytime"), (four,))
+    variants["default 4 paths"] = (functools.partial(gated_epoch, recipe="menu"), (four,))
     times = {name: [] for name in variants}
     for _ in range(runs):  # interleaved
         for name, (fn, args) in variants.items():
@@ -148,7 +150,7 @@ def step_table(x, y, runs, epochs, widths=BENCH_WIDTHS, blocks=2):
               f"{med('gated ' + n, 0) / steps * 1e3:>14.1f} {med('gated ' + n, 0) / med('plain ' + n, 0):>10.2f} "
               f"{med('gated ' + n, 1) / med('plain ' + n, 1):>9.2f}")
     plain_sum = [sum(med(f"plain {n}", i) for n in ("largest", "middle", "small", "smallest")) for i in (0, 1)]
-    for name in ("gated 4 paths", "recipe 4 paths"):
+    for name in ("gated 4 paths", "recipe 4 paths", "default 4 paths"):
         print(f"{name:<15} {med(name, 0) / steps * 1e3:>8.1f} ms/step; / sum of the 4 plain steps: "
               f"wall {med(name, 0) / plain_sum[0]:.2f}, cpu {med(name, 1) / plain_sum[1]:.2f}")
 
