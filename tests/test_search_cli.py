@@ -35,10 +35,13 @@ def test_cli_search_writes_front_and_plot(model_path, tmp_path, capsys):
 def test_argparse_hook_resumes(model_path, tmp_path):
     parser = add_arguments(argparse.ArgumentParser())
     common = ["--model", str(model_path), "--out", str(tmp_path), "--dataset", "mnist_5k", "--val-size", "32",
-              "--budgets", "0.6", "1", "--no-progress", "--oracle", "random"]
+              "--budgets", "0.6", "1", "--no-progress", "--oracle", "random", "--compute-dtype", "bfloat16"]
     run_from_args(parser.parse_args(common + ["--max-trials", "2"]))
     front = run_from_args(parser.parse_args(common + ["--max-trials", "3", "--resume"]))
     assert sorted(p.trial_id for p in front.points) == ["0", "1", "2"]
+    assert front.metadata["compute_dtype"] == "bfloat16"
+    with pytest.raises(SystemExit):  # argparse: exit code 2, the choices named
+        parser.parse_args(common[:-1] + ["float16"])
 
 
 def test_cli_errors(model_path, tmp_path):

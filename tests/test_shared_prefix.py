@@ -129,3 +129,43 @@ def test_bad_arguments(model, blobs):
         SharedPrefixEvaluator(model, (xv, yv), batch_size=0)
     with pytest.raises(ValueError, match=r"argument `validation_data`.*shape"):
         SharedPrefixEvaluator(model, (xv[:, :6], yv))
+
+
+def test_bfloat16_convolutions_rank_configurations_as_float32(model, blobs):
+    x, _, xv, yv = blobs
+    policies = [layer.dtype_policy.name for layer in model._flatten_layers()]
+    shared = [bn.moving_mean.numpy().copy() for bn in batchnorm_layers(model)]
+    exact = SharedPrefixEvaluator(model, (xv, yv), batch_size=64, recalibration_data=x, **RECAL)
+    rounded = SharedPrefixEvaluator(model, (xv, yv), batch_size=64, recalibration_data=x,
+                                    compute_dtype="bfloat16", **RECAL)
+    differ = []
+    for config in configs(model):
+        assert abs(rounded.evaluate(config)["accuracy"] - exact.evaluate(config)["accuracy"]) <= 3 / len(yv)
+        scores, reference = rounded.scores(config), exact.scores(config).numpy()
+        assert scores.dtype == tf.float32  # maps, statistics and scores stay float32
+        np.testing.assert_allclose(scores.numpy(), reference, atol=0.03)
+        differ.append(not np.array_equal(scores.numpy(), reference))
+    assert all(differ)  # really computed in bfloat16 (rounded), not float32
+    assert rounded.trace_count <= 2 * len(model.layers)
+    assert [layer.dtype_policy.name for layer in model._flatten_layers()] == policies  # model unchanged
+    for bn, mean in zip(batchnorm_layers(model), shared):
+        np.testing.assert_array_equal(bn.moving_mean.numpy(), mean)
+    with pytest.raises(ValueError, match=r"argument `compute_dtype`.*Received: compute_dtype='float16'"):
+        SharedPrefixEvaluator(model, (xv, yv), compute_dtype="float16")
+
+
+def test_exit_search_records_bfloat16_and_refuses_it_on_the_compiled_path(model, blobs, tmp_path):
+    x, _, xv, yv = blobs
+    common = dict(budgets=[1.0], max_trials=2, directory=tmp_path, overwrite=True, progress=False,
+                  recalibration_data=x, recalibration_batches=2, recalibration_batch_size=64)
+    search = ExitSearch(model, (xv, yv), compute_dtype="bfloat16", **common)
+    assert search.evaluator.compute_dtype == "bfloat16"
+    assert search.run().metadata["compute_dtype"] == "bfloat16"
+    assert search.oracle.fingerprint["compute_dtype"] == "bfloat16"
+    assert "compute_dtype" not in ExitSearch(model, (xv, yv), **common).oracle.fingerprint
+    with pytest.raises(ValueError, match=r"evaluation='compiled'.*float32 only.*compute_dtype='bfloat16'"):
+        ExitSearch(model, (xv, yv), evaluation="compiled", compute_dtype="bfloat16", **common)
+    fallback = _control_reading_model()  # auto falls back to the compiled path: refused too
+    with pytest.raises(ValueError, match=r"fell back to it"):
+        ExitSearch(fallback, (np.zeros((8, 4), "float32"), np.zeros(8, "int32")), budgets=[1.0],
+                   max_trials=1, directory=tmp_path, overwrite=True, progress=False, compute_dtype="bfloat16")

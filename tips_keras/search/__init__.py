@@ -3,7 +3,8 @@
 Pieces, one per module: `SearchSpace` (configurations, exact FLOPs, budgets, repairs),
 `TIPSOracle` / `RandomOracle` (keras-tuner oracles that enforce the budgets),
 `SharedPrefixEvaluator` (the default evaluation: each feature map computed once per state of the
-gates before it, BatchNorm recalibrated per block, cached in a `FeatureCache`), `ConfigEvaluator`
+gates before it, BatchNorm recalibrated per block, cached in a `FeatureCache`; optionally with
+bfloat16 convolutions, `precision`), `ConfigEvaluator`
 (one compiled evaluation function per configuration, no training, no rebuild), `ConfigTuner` (the keras-tuner
 `Tuner`), `ParetoFront` (table, best per budget, JSON, plot) and `ExitSearch`, which ties them
 together. `cli_search` is the command-line entry point.

@@ -45,7 +45,7 @@ def _validation_split(data_name, val_size, data_seed, recalibration_images, data
 def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, max_trials=100,
                oracle="tips", recalibrate=False, data_name="fashion_mnist", val_size=1000,
                data_seed=0, seed=0, batch_size=None, recalibration_images=512, resume=False,
-               data_dir=None, progress=True, verbose=True, evaluation="auto"):
+               data_dir=None, progress=True, verbose=True, evaluation="auto", compute_dtype="float32"):
     """Searches a saved supernet on an embedded dataset and writes the Pareto front.
 
     Args:
@@ -69,6 +69,8 @@ def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, ma
         progress: show a progress bar.
         verbose: print the front's table and the written paths.
         evaluation: ``"auto"``, ``"shared_prefix"`` or ``"compiled"`` (see `ExitSearch`).
+        compute_dtype: ``"float32"`` or ``"bfloat16"`` (the shared-prefix evaluation's
+            convolutions; see `ExitSearch`).
 
     Returns:
         The `tips_keras.search.ParetoFront`.
@@ -98,7 +100,8 @@ def cli_search(model_path, output_dir="runs/search", budgets=DEFAULT_BUDGETS, ma
         model, (x_val, y_val), budgets=list(budgets), max_trials=max_trials, oracle=oracle,
         directory=output_dir, project_name="keras_tuner", overwrite=not resume,
         recalibration_data=x_train if recalibrate else None, report_shared_statistics=recalibrate,
-        batch_size=batch_size, seed=seed, progress=progress, evaluation=evaluation)
+        batch_size=batch_size, seed=seed, progress=progress, evaluation=evaluation,
+        compute_dtype=compute_dtype)
     front = search.run()
     front.metadata.update(model_path=str(model_path), dataset=data_name, data_seed=data_seed)
     json_path = front.to_json(os.path.join(output_dir, "front.json"))
@@ -148,6 +151,9 @@ def add_arguments(parser):
                         help="evaluation batch size (default: 2048 for the shared-prefix evaluation, 256 compiled)")
     parser.add_argument("--evaluation", choices=("auto", "shared_prefix", "compiled"), default="auto",
                         help="how trials are evaluated, same accuracies (default: %(default)s; see ExitSearch)")
+    parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="convolutions of the shared-prefix evaluation in bfloat16: faster on CPUs with "
+                             "native bfloat16 (AVX512-BF16, AMX), accuracies within rounding (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -177,4 +183,4 @@ def run_from_args(args):
                       oracle=args.oracle, recalibrate=args.recalibrate, data_name=args.dataset,
                       val_size=args.val_size, data_seed=args.data_seed, seed=args.seed,
                       batch_size=args.batch_size, resume=args.resume, progress=not args.no_progress,
-                      evaluation=args.evaluation)
+                      evaluation=args.evaluation, compute_dtype=args.compute_dtype)

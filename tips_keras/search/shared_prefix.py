@@ -42,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tips_keras.search import precision
 from tips_keras.search.feature_cache import MISSING, FeatureCache
 from tips_keras.supernet import analytic_flops
 from tips_keras.supernet import layers as gl
@@ -96,6 +97,12 @@ class SharedPrefixEvaluator:
             supernet's shared statistics; a second, separately cached stream).
         cache_bytes: the most bytes of feature maps kept between evaluations (least recently
             used are dropped first); 0 keeps nothing (each configuration computed in full).
+        compute_dtype: ``"float32"`` (default: the accuracies of ``ConfigEvaluator``) or
+            ``"bfloat16"``: convolutions and dense layers compute in bfloat16 (Keras'
+            ``mixed_bfloat16`` rule: float32 weights cast on read, BatchNorm statistics, feature maps
+            and scores in float32; `tips_keras.search.precision`). Faster only on a CPU with native
+            bfloat16 kernels (AVX512-BF16 or AMX); the accuracies then differ from float32 by
+            rounding (``benchmarks/speed_benchmark.py`` measures both).
 
     Attributes:
         evaluations / seconds: `evaluate` calls and their total time (s).
@@ -115,7 +122,8 @@ class SharedPrefixEvaluator:
 
     def __init__(self, model, validation_data, batch_size=2048, recalibration_data=None,
                  recalibration_batches=4, recalibration_batch_size=128, report_shared_statistics=False,
-                 cache_bytes=1 << 30):
+                 cache_bytes=1 << 30, compute_dtype="float32"):
+        self.compute_dtype = precision.check_compute_dtype(compute_dtype)
         x, y = validation_arrays(model, validation_data)
         batchnorm.check_sizes(batch_size=batch_size, recalibration_batches=recalibration_batches,
                               recalibration_batch_size=recalibration_batch_size)
@@ -296,7 +304,11 @@ class SharedPrefixEvaluator:
         if fn is None:
             def run(*tensors):
                 self.trace_count += 1  # Python side effect: runs only while tracing
-                return keras.tree.flatten(call(list(tensors), training))
+                with precision.compute_in(node.operation, self.compute_dtype):
+                    outs = keras.tree.flatten(call(list(tensors), training))
+                if self.compute_dtype == "float32":
+                    return outs
+                return [tf.cast(o, tf.float32) if o.dtype == tf.bfloat16 else o for o in outs]
             compiled = tf.function(run, autograph=False)  # no Python control flow
             concrete = {}
 
