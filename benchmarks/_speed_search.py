@@ -195,24 +195,20 @@ def search_table(splits, trials, quick):
     print(f"{'net':>5} {'gates':>5} {'val':>5} {'recal':>7} {'oracle':>7} {'trials':>6} {'evaluation':>13} "
           f"{'configs/s':>9} {'cpu s/cfg':>9} {'evaluate ms':>11} {'other ms':>8} {'setup s':>7} {'recal ms':>8} "
           f"{'eval ms':>7} {'maps':>5} {'reused':>6}")
-    # (supernet, blocks per stage, validation images, (calibration passes, images each), oracle, trials)
+    # (supernet, blocks per stage, validation images, (calibration passes, images each), oracle, trials,
+    #  also the shared prefix with bfloat16 convolutions)
     default = (4, 128)
-    cases = [("demo", 2, 2000, default, "random", trials), ("demo", 4, 2000, default, "random", trials),
-             ("demo", 8, 2000, default, "random", trials), ("demo", 2, 500, default, "random", trials),
-             ("demo", 2, 1000, default, "random", trials), ("demo", 2, 2000, (8, 128), "random", trials),
-             ("demo", 2, 2000, (1, 512), "random", trials), ("demo", 2, 2000, default, "tips", trials),
-             ("demo", 2, 2000, default, "random", 84),  # 84: every configuration
-             ("bench", 2, 2000, default, "random", trials)]
+    cases = [("demo", 2, 2000, default, "random", trials, True), ("demo", 4, 2000, default, "random", trials, True),
+             ("demo", 8, 2000, default, "random", trials, True), ("demo", 2, 500, default, "random", trials, True),
+             ("demo", 2, 1000, default, "random", trials, True), ("demo", 2, 2000, (8, 128), "random", trials, False),
+             ("demo", 2, 2000, (1, 512), "random", trials, False), ("demo", 2, 2000, default, "tips", trials, False),
+             ("demo", 2, 2000, default, "random", 84, True),  # 84: every configuration
+             ("bench", 2, 2000, default, "random", trials, False)]
     if quick:
-        cases = [("demo", 2, 500, default, "random", trials)]
-    bf16_cases = {("demo", 2, 2000, default, "random", trials), ("demo", 4, 2000, default, "random", trials),
-                  ("demo", 8, 2000, default, "random", trials), ("demo", 2, 500, default, "random", trials),
-                  ("demo", 2, 1000, default, "random", trials), ("demo", 2, 2000, default, "random", 84),
-                  ("demo", 2, 500, default, "random", 4)}
-    for case in cases:
-        net, blocks, n_val, recal, oracle, n_trials = case
+        cases = [("demo", 2, 500, default, "random", trials, True)]
+    for net, blocks, n_val, recal, oracle, n_trials, bf16 in cases:
         runs = [("compiled", "float32"), ("shared_prefix", "float32")]
-        runs += [("shared_prefix", "bfloat16")] if case in bf16_cases else []
+        runs += [("shared_prefix", "bfloat16")] if bf16 else []
         for evaluation, dtype in runs:
             keras.backend.clear_session()
             r = search_rate(net, blocks, splits.x_train, splits.x_val[:n_val], splits.y_val[:n_val],
@@ -249,6 +245,29 @@ def search_table(splits, trials, quick):
           f"for its trace after {pays[0]} evaluations by wall time, {pays[1]} by CPU time")
 
 
+def conv_rates(shapes=((14, 16), (7, 32), (4, 64)), images=2000, repeats=20):
+    """One 3x3 convolution (stride 1, ReLU) over ``images`` maps of each (side, channels) in
+    ``shapes``, float32 against bfloat16 inputs and kernel, in one compiled call each.
+
+    Returns:
+        ``[(side, channels, {dtype: (wall ms, GMAC/s)})]``, the median of ``repeats`` calls.
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for side, channels in shapes:
+        x = rng.normal(size=(images, side, side, channels)).astype("float32")
+        k = rng.normal(size=(3, 3, channels, channels)).astype("float32")
+        macs = images * side * side * channels * channels * 9
+        rates = {}
+        for dtype in (tf.float32, tf.bfloat16):
+            xs, ks = tf.cast(x, dtype), tf.cast(k, dtype)
+            conv = tf.function(lambda a, b: tf.nn.relu(tf.nn.conv2d(a, b, 1, "SAME")))
+            wall = _timed(lambda: conv(xs, ks).numpy(), repeats)[0]
+            rates[dtype.name] = (wall * 1e3, macs / wall / 1e9)
+        rows.append((side, channels, rates))
+    return rows
+
+
 def precision_rounds(splits, rounds, trials):
     print(f"\n## 3. search in float32 vs bfloat16 convolutions (shared prefix, demo supernet, 6 gates, "
           f"{len(splits.y_val)} validation images, 4 x 128 calibration images, {trials} random trials), "
@@ -259,6 +278,10 @@ def precision_rounds(splits, rounds, trials):
             keras.backend.clear_session()
             runs[dtype].append(search_rate("demo", 2, splits.x_train, splits.x_val, splits.y_val, trials,
                                            evaluation="shared_prefix", compute_dtype=dtype))
+    for side, channels, rates in conv_rates():
+        print(f"one 3x3 convolution over 2000 maps of {side}x{side}x{channels}: float32 {rates['float32'][0]:.1f} ms "
+              f"({rates['float32'][1]:.0f} GMAC/s), bfloat16 {rates['bfloat16'][0]:.1f} ms "
+              f"({rates['bfloat16'][1]:.0f} GMAC/s)")
     for dtype, rows in runs.items():
         each = ", ".join(f"{r['per_s']:.2f}" for r in rows)
         print(f"{dtype:>9}: {statistics.median(r['per_s'] for r in rows):6.2f} configurations/s (rounds: {each}); "

@@ -33,7 +33,8 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2 3
    `tips_keras.training.evaluation.FUSE_AFTER` is set from).
 3. Search precision, paired: the shared-prefix search of section 2's first row (demo supernet, 6
    gates, 2,000 validation images, 4 x 128 calibration images, 40 random trials) in float32 and
-   with bfloat16 convolutions, alternated over several rounds on the same machine (median).
+   with bfloat16 convolutions, alternated over several rounds on the same machine (median), and
+   one 3x3 convolution in each dtype at the demo supernet's three feature-map sizes.
 """
 
 import argparse

@@ -3,8 +3,8 @@
 A search spends nearly all its time in the convolutions of each configuration's own blocks and
 exit head. On a CPU whose oneDNN kernels run bfloat16 natively (AVX512-BF16, as on AMD Zen 4 and
 Intel Cooper Lake, or AMX on Sapphire Rapids), a bfloat16 convolution does the same
-multiply-accumulates in about half the time (``benchmarks/speed_benchmark.py`` measures it). The
-rule is Keras' own mixed precision (``keras.mixed_precision``, policy ``"mixed_bfloat16"``):
+multiply-accumulates in about half the time (``benchmarks/speed_benchmark.py --sections 3``
+measures one convolution and the search in both dtypes). The rule is Keras' own mixed precision (``keras.mixed_precision``, policy ``"mixed_bfloat16"``):
 variables stay float32 and are cast to bfloat16 when a layer reads them, and a
 ``BatchNormalization`` layer computes its batch statistics and normalisation in float32 whatever
 its input. Here only the weighted layers (convolutions, dense) compute in bfloat16, so every
