@@ -19,7 +19,11 @@ What is computed per node of the graph, for one configuration:
   stream that reaches it, so the accuracy is the one of ``ConfigEvaluator`` with recalibration
   (the tests check it against the compiled whole-model path, to float rounding).
 
-Each node's layer call is one compiled function per mode, traced once for the whole search. The
+Each node is one compiled function, traced once for the whole search: with recalibration it
+runs the node's calibration passes (the momentum set in the graph before each) and then its
+validation batches in one call, otherwise the validation batches alone. Its BatchNormalization
+layers compute through TensorFlow's fused kernel there (`tips_keras.search.fused_batchnorm`,
+as Keras 2's layer did), to float rounding the same statistics and outputs. The
 supernet's own (shared) statistics are put back after every evaluation. A ``PathGate`` that is
 off contributes nothing (the ``Add`` after it passes its other input on, without a copy); an
 exit head is computed only for the exit a configuration takes. Feature maps are kept in a cache
@@ -44,6 +48,7 @@ import tensorflow as tf
 
 from tips_keras.search import precision
 from tips_keras.search.feature_cache import MISSING, FeatureCache
+from tips_keras.search.node_function import NodeFunction
 from tips_keras.supernet import analytic_flops
 from tips_keras.supernet import layers as gl
 from tips_keras.training import batchnorm
@@ -149,9 +154,8 @@ class SharedPrefixEvaluator:
         self.recalibration_batches = recalibration_batches
         self.recalibration_batch_size = recalibration_batch_size
         self.report_shared_statistics = bool(report_shared_statistics)
-        self.trace_count = 0
         self.evaluations, self.seconds = 0, 0.0
-        self._functions = {}  # (id(node), training) -> tf.function of the node's layer call
+        self._functions = {}  # (id(node), recalibrated) -> NodeFunction
         self.cache = FeatureCache(cache_bytes)  # key -> (validation stream, calibration stream) or None
         self._read_graph(model)
         if self.recalibrator is not None:
@@ -215,6 +219,11 @@ class SharedPrefixEvaluator:
             if any(len(self._switches[id(n.output_tensors[0])]) > mine for n in nodes) or \
                     any(isinstance(n.operation, gl.ExitSelector) for n in nodes):
                 self._keep.add(tid)
+
+    @property
+    def trace_count(self):
+        """Traces of the nodes' compiled functions so far (see the class docstring)."""
+        return sum(fn.trace_count for fn in self._functions.values())
 
     def _flags(self, config):
         return tuple(op.runs_in(config) for op in self._switch_nodes) + (config.exit,)
@@ -281,43 +290,29 @@ class SharedPrefixEvaluator:
     def _run(self, node, call, ins, recal, state):
         """One value per output of ``node``: the calibration stream (training mode, statistics
         averaged over the batches), then the validation stream (inference mode). A stream is a
-        list of batches; each batch is one call of the node's compiled function."""
+        list of batches; both streams of a node are one call of its compiled function."""
         n_out = len(node.output_tensors)
-        cal = [None] * n_out
-        if recal:
-            bns = self._bn[id(node)]
-            train = self._function(node, call, True)
-            # Traced (once) with the momentum variable; frozen layers update.
-            batches = self.recalibrator.calibrate(lambda i: train(*[v[1][i] for v in ins]), bns)
-            state[4].update(id(bn) for bn in bns)
-            cal = [[b[j] for b in batches] for j in range(n_out)]
-        infer = self._function(node, call, False)
-        chunks = [infer(*[v[0][i] for v in ins]) for i in range(len(self._val))]
-        return [([c[j] for c in chunks], cal[j]) for j in range(n_out)]
+        val = [t for v in ins for t in v[0]]
+        if not recal:
+            outs = self._function(node, call, False, len(ins))(*val)
+            return [(outs[j::n_out], None) for j in range(n_out)]
+        bns = self._bn[id(node)]
+        cal = [t for v in ins for t in v[1]]
+        # Traced (once) under the momentum variable; frozen layers update.
+        with self.recalibrator.calibrating(bns):
+            outs = self._function(node, call, True, len(ins))(*cal, *val)
+        state[4].update(id(bn) for bn in bns)
+        n_cal = len(ins[0][1]) * n_out
+        return [(outs[n_cal + j::n_out], outs[j:n_cal:n_out]) for j in range(n_out)]
 
-    def _function(self, node, call, training):
-        """The node's layer call as one compiled function per mode (all batches share a shape),
-        called through its concrete function: a ``tf.function`` call would rebuild the input
-        signature of every batch, which costs more than some layers' work."""
-        key = (id(node), training)
+    def _function(self, node, call, recal, n_in):
+        """The node's `NodeFunction` (with ``recal``, calibration passes then validation batches),
+        built at first use."""
+        key = (id(node), recal)
         fn = self._functions.get(key)
         if fn is None:
-            def run(*tensors):
-                self.trace_count += 1  # Python side effect: runs only while tracing
-                with precision.compute_in(node.operation, self.compute_dtype):
-                    outs = keras.tree.flatten(call(list(tensors), training))
-                if self.compute_dtype == "float32":
-                    return outs
-                return [tf.cast(o, tf.float32) if o.dtype == tf.bfloat16 else o for o in outs]
-            compiled = tf.function(run, autograph=False)  # no Python control flow
-            concrete = {}
-
-            def fn(*tensors):
-                shapes = tuple(tuple(t.shape) for t in tensors)
-                if shapes not in concrete:
-                    concrete[shapes] = compiled.get_concrete_function(*tensors)
-                return concrete[shapes](*tensors)
-            self._functions[key] = fn
+            fn = self._functions[key] = NodeFunction(node.operation, call, n_in,
+                                                     self.recalibrator if recal else None, self.compute_dtype)
         return fn
 
     def _forward(self, config, recal):

@@ -148,8 +148,8 @@ class Recalibrator:
         ``training=True`` on batch ``i``'s features leaves their moving statistics the average of
         the batch statistics, exactly as a whole-model recalibration does (frozen layers included).
         The first time a layer of ``layers`` is calibrated it is checked to have updated, with the
-        same ``RuntimeWarning`` as `__call__`. Used by the search's shared-prefix evaluation
-        (`tips_keras.search.SharedPrefixEvaluator`), which runs the passes node by node.
+        same ``RuntimeWarning`` as `__call__`. A caller that runs all the passes in one compiled
+        call uses `calibrating` and `set_momentum` instead.
 
         Args:
             step: a function of the batch index; a ``tf.function`` traced inside this call reads
@@ -159,21 +159,54 @@ class Recalibrator:
         Returns:
             A list, ``step(i)`` for every batch index.
         """
-        unchecked = self._update_check.unchecked(layers)
-        before = UpdateCheck.mark(unchecked)
-        with self._tracing(layers):  # only the step's layers: setting a Keras attribute is slow
+        with self.calibrating(layers):
             out = []
             for i in range(self._x.shape[0]):
-                self._momentum.assign(i / (i + 1.0))  # moving statistics = mean of the batches'
+                self.set_momentum(i)
                 out.append(step(i))
-        self._update_check.check(unchecked, before)
         return out
+
+    @contextlib.contextmanager
+    def calibrating(self, layers):
+        """Context of a caller's own compiled calibration passes (one call for every batch).
+
+        Inside it, a function traced there finds every BatchNorm momentum of ``layers`` replaced
+        by the recalibration's momentum variable (frozen layers update too); it must call
+        `set_momentum` before the pass of each batch ``i``, in order, and feed it
+        ``batches[i]``'s features. On leaving, each layer of ``layers`` not checked before is
+        checked to have updated (the ``RuntimeWarning`` of `__call__`). Used by the search's
+        shared-prefix evaluation (`tips_keras.search.SharedPrefixEvaluator`), which runs a node's
+        passes and its validation batches in one call.
+
+        Args:
+            layers: the BatchNorm layers the passes update.
+
+        Example:
+            >>> with recal.calibrating(bns):  # doctest: +SKIP
+            ...     outputs = node_function(*recal.batches)  # traced: set_momentum(i), pass i, ...
+        """
+        unchecked = self._update_check.unchecked(layers)
+        before = UpdateCheck.mark(unchecked)
+        with self._tracing(layers):  # only these layers: setting a Keras attribute is slow
+            yield
+        self._update_check.check(unchecked, before)
+
+    def set_momentum(self, i):
+        """Sets the momentum for the pass of batch ``i`` (eagerly, or inside a traced function).
+
+        ``i / (i + 1)``: after passes ``0..i`` the moving statistics are the average of the batch
+        statistics (the cumulative average of ``update_bn``).
+
+        Args:
+            i: the batch index, a Python int or an integer tensor.
+        """
+        i = tf.cast(i, tf.float32)
+        self._momentum.assign(i / (i + 1.0))
 
     def _run(self, x):
         self.trace_count += 1  # Python side effect: runs only while tracing
         for i in tf.range(tf.shape(x)[0]):
-            i_f = tf.cast(i, tf.float32)
-            self._momentum.assign(i_f / (i_f + 1.0))  # cumulative average of the batch statistics
+            self.set_momentum(i)  # cumulative average of the batch statistics
             self.model(x[i], training=True)
         return tf.constant(0)
 
