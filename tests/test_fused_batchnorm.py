@@ -94,3 +94,18 @@ def test_a_frozen_layer_stays_in_inference_mode_unless_made_trainable():
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-4)
     for got, want in zip(_stats(bn), before):
         np.testing.assert_array_equal(got, want)
+
+
+class _Shifted(keras.layers.BatchNormalization):
+    """A user's subclass with a call of its own: it must keep it."""
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=training, mask=mask) + 1.0
+
+
+def test_a_subclass_with_its_own_call_keeps_it():
+    bn = _Shifted()
+    bn.build((None, 7, 7, 3))
+    assert not fusable(bn)
+    with fused_in(bn) as swapped:
+        assert swapped == []

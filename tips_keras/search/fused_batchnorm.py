@@ -18,10 +18,11 @@ elementary ops took about as long as the convolutions (``benchmarks/speed_benchm
   kernel returns the unbiased one, so it is scaled by ``(n - 1) / n``).
 
 The results are those of the Keras layer up to float rounding. Only layers the kernel computes
-exactly as Keras does are swapped: 4-D inputs normalised over the last axis, no renormalisation,
-no synchronisation across replicas, float32 variables, ``epsilon`` at least the kernel's minimum
-(1.001e-5), no mask; the others keep the Keras computation. The model's layers, weights and
-saved form are not touched: only the call used while tracing.
+exactly as Keras does are swapped: Keras' own ``call`` (not a subclass's), 4-D inputs normalised
+over the last axis, no renormalisation, no synchronisation across replicas, float32 variables,
+``epsilon`` at least the kernel's minimum (1.001e-5), no mask; the others keep the Keras
+computation. The model's layers, weights and saved form are not touched: only the call used
+while tracing.
 
 Example:
     >>> with fused_in(block):  # doctest: +SKIP
@@ -30,6 +31,7 @@ Example:
 
 import contextlib
 
+import keras
 import tensorflow as tf
 
 from tips_keras.training.batchnorm import batchnorm_layers
@@ -47,7 +49,9 @@ def fusable(bn):
         True when `fused_in` swaps the layer's call.
     """
     axis = bn.axis if isinstance(bn.axis, int) else None
-    return (bn.built and axis in (-1, 3) and list(bn._reduction_axes) == [0, 1, 2]
+    reduced = list(getattr(bn, "_reduction_axes", None) or ())  # set by build (Keras 3)
+    return (bn.built and type(bn).call is keras.layers.BatchNormalization.call  # not a subclass's own call
+            and axis in (-1, 3) and reduced == [0, 1, 2]
             and not bn.renorm and not bn.synchronized and bn.epsilon >= MIN_EPSILON
             and bn.moving_mean.dtype == "float32" and not getattr(bn, "quantization_mode", None))
 
