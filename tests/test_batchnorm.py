@@ -71,7 +71,7 @@ def test_one_trace_for_every_configuration_and_save_restore(trained, blobs):
     assert trained.get_active_config() == trained.config_space.largest()
 
 
-def test_calibrate_runs_a_callers_passes_with_the_same_statistics(trained, blobs):
+def test_a_callers_own_passes_give_the_same_statistics(trained, blobs):
     recal = Recalibrator(trained, blobs[0][:96], batch_size=32, batches=3)
     assert recal.batches.shape == (3, 32, 12, 12, 1) and len(recal.layers) == len(batchnorm_layers(trained))
     stem = trained.get_layer("stem_bn")
@@ -81,8 +81,10 @@ def test_calibrate_runs_a_callers_passes_with_the_same_statistics(trained, blobs
         expected = stem.moving_mean.numpy().copy()
     recal.save()
     try:  # the stem's BatchNorm alone, on the stem convolution's output of each calibration batch
-        out = recal.calibrate(lambda i: stem(features(recal.batches[i]), training=True), [stem])
-        assert len(out) == 3
+        with recal.calibrating([stem]):
+            for i in range(3):
+                recal.set_momentum(i)
+                stem(features(recal.batches[i]), training=True)
         np.testing.assert_allclose(stem.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-6)
         assert not np.allclose(expected, shared)
     finally:
@@ -90,13 +92,14 @@ def test_calibrate_runs_a_callers_passes_with_the_same_statistics(trained, blobs
     np.testing.assert_array_equal(stem.moving_mean.numpy(), shared)
 
 
-def test_calibrate_warns_about_a_layer_its_step_does_not_update(blobs):
+def test_calibrating_warns_about_a_layer_the_passes_do_not_update(blobs):
     model = tiny_supernet()
     recal = Recalibrator(model, blobs[0][:64], batch_size=32, batches=2)
     stem = model.get_layer("stem_bn")
     before = stem.moving_mean.numpy().copy()
     with pytest.warns(RuntimeWarning, match="stem_bn"):
-        recal.calibrate(lambda i: None, [stem])  # a step that runs nothing
+        with recal.calibrating([stem]):  # passes that run nothing
+            pass
     np.testing.assert_array_equal(stem.moving_mean.numpy(), before)  # the mark was taken back
 
 

@@ -131,7 +131,7 @@ class Recalibrator:
         """The calibration set as one tensor, shape ``(batches, batch_size) + input shape``.
 
         Batch ``i`` is the input of the ``i``-th training-mode pass of every recalibration; a
-        caller that computes the passes itself (`calibrate`) must use these batches, in this order.
+        caller that computes the passes itself (`calibrating`) must use these batches, in this order.
         """
         return self._x
 
@@ -140,50 +140,27 @@ class Recalibrator:
         """The supernet's BatchNormalization layers (a new list; the layers themselves)."""
         return list(self._layers)
 
-    def calibrate(self, step, layers):
-        """Runs a caller's training-mode passes under the recalibration's momentum schedule.
-
-        For each calibration batch index ``i`` (in order), the momentum of every BatchNorm layer
-        is set to ``i / (i + 1)`` and ``step(i)`` runs: a ``step`` that calls some layers with
-        ``training=True`` on batch ``i``'s features leaves their moving statistics the average of
-        the batch statistics, exactly as a whole-model recalibration does (frozen layers included).
-        The first time a layer of ``layers`` is calibrated it is checked to have updated, with the
-        same ``RuntimeWarning`` as `__call__`. A caller that runs all the passes in one compiled
-        call uses `calibrating` and `set_momentum` instead.
-
-        Args:
-            step: a function of the batch index; a ``tf.function`` traced inside this call reads
-                the momentum variable (no re-trace when called again).
-            layers: the BatchNorm layers ``step`` updates (checked once each).
-
-        Returns:
-            A list, ``step(i)`` for every batch index.
-        """
-        with self.calibrating(layers):
-            out = []
-            for i in range(self._x.shape[0]):
-                self.set_momentum(i)
-                out.append(step(i))
-        return out
-
     @contextlib.contextmanager
     def calibrating(self, layers):
-        """Context of a caller's own compiled calibration passes (one call for every batch).
+        """Context of a caller's own calibration passes (the search runs them in one compiled call).
 
-        Inside it, a function traced there finds every BatchNorm momentum of ``layers`` replaced
-        by the recalibration's momentum variable (frozen layers update too); it must call
-        `set_momentum` before the pass of each batch ``i``, in order, and feed it
-        ``batches[i]``'s features. On leaving, each layer of ``layers`` not checked before is
-        checked to have updated (the ``RuntimeWarning`` of `__call__`). Used by the search's
-        shared-prefix evaluation (`tips_keras.search.SharedPrefixEvaluator`), which runs a node's
-        passes and its validation batches in one call.
+        For each calibration batch ``i``, in order, the caller calls `set_momentum` and then runs
+        some of ``layers`` with ``training=True`` on ``batches[i]``'s features, eagerly or in a
+        function traced inside the context: their moving statistics end as the average of the
+        batch statistics, exactly as a whole-model recalibration leaves them. Inside, the
+        momentum of every layer of ``layers`` is the recalibration's momentum variable and frozen
+        layers update too. On leaving, each layer not checked before is checked to have updated
+        (the ``RuntimeWarning`` of `__call__`). Used by `tips_keras.search.SharedPrefixEvaluator`
+        (`tips_keras.search.node_function`).
 
         Args:
             layers: the BatchNorm layers the passes update.
 
         Example:
             >>> with recal.calibrating(bns):  # doctest: +SKIP
-            ...     outputs = node_function(*recal.batches)  # traced: set_momentum(i), pass i, ...
+            ...     for i in range(len(recal.batches)):
+            ...         recal.set_momentum(i)
+            ...         block(features(recal.batches[i]), training=True)
         """
         unchecked = self._update_check.unchecked(layers)
         before = UpdateCheck.mark(unchecked)
