@@ -103,9 +103,17 @@ class _Shifted(keras.layers.BatchNormalization):
         return super().call(inputs, training=training, mask=mask) + 1.0
 
 
-def test_a_subclass_with_its_own_call_keeps_it():
+def test_a_subclass_or_an_instance_with_its_own_call_keeps_it():
     bn = _Shifted()
     bn.build((None, 7, 7, 3))
     assert not fusable(bn)
     with fused_in(bn) as swapped:
         assert swapped == []
+    block = _block()
+    inner = block.layers[1]
+    with fused_in(block):
+        patched = inner.__dict__["call"]
+        with fused_in(block) as nested:  # an outer swap is kept, not undone by the inner one
+            assert nested == []
+        assert inner.__dict__["call"] is patched
+    assert "call" not in inner.__dict__

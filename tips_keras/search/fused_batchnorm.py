@@ -5,8 +5,10 @@ mean, a squared difference, another mean), then a multiply and an add over the f
 inference mode the multiply and the add. Keras 2's layer used TensorFlow's fused kernel instead
 (``fused=None`` by default: ``FusedBatchNormV3``, one op per call, oneDNN's kernel on this CPU).
 The search's shared-prefix evaluation (`tips_keras.search.SharedPrefixEvaluator`) replays the
-supernet layer by layer on thousands of images per configuration, and in its profile those
-elementary ops took about as long as the convolutions (``benchmarks/speed_benchmark.py``).
+supernet layer by layer on thousands of images per configuration, and in a profile of it taken
+before this module existed (TensorFlow's profiler, as ``benchmarks/profile_ops.py`` reads it) those
+elementary ops took about as long as the convolutions (37 % and 54 % of the op time); after it,
+the convolutions take 72 % (``benchmarks/profile_ops.txt``).
 
 `fused_in` makes the BatchNormalization layers inside a layer compute with
 ``tf.compat.v1.nn.fused_batch_norm`` while a function is traced, then puts the layers back:
@@ -18,10 +20,10 @@ elementary ops took about as long as the convolutions (``benchmarks/speed_benchm
   kernel returns the unbiased one, so it is scaled by ``(n - 1) / n``).
 
 The results are those of the Keras layer up to float rounding. Only layers the kernel computes
-exactly as Keras does are swapped: Keras' own ``call`` (not a subclass's), 4-D inputs normalised
-over the last axis, no renormalisation, no synchronisation across replicas, float32 variables,
-``epsilon`` at least the kernel's minimum (1.001e-5), no mask; the others keep the Keras
-computation. The model's layers, weights and saved form are not touched: only the call used
+exactly as Keras does are swapped: Keras' own ``call`` (not a subclass's or the instance's),
+4-D inputs normalised over the last axis, no renormalisation, no synchronisation across replicas,
+float32 variables, ``epsilon`` at least the kernel's minimum (1.001e-5), no mask; the others keep
+the Keras computation. The model's layers, weights and saved form are not touched: only the call used
 while tracing.
 
 Example:
@@ -51,6 +53,7 @@ def fusable(bn):
     axis = bn.axis if isinstance(bn.axis, int) else None
     reduced = list(getattr(bn, "_reduction_axes", None) or ())  # set by build (Keras 3)
     return (bn.built and type(bn).call is keras.layers.BatchNormalization.call  # not a subclass's own call
+            and "call" not in bn.__dict__  # nor one set on the instance (a patch, an outer fused_in)
             and axis in (-1, 3) and reduced == [0, 1, 2]
             and not bn.renorm and not bn.synchronized and bn.epsilon >= MIN_EPSILON
             and bn.moving_mean.dtype == "float32" and not getattr(bn, "quantization_mode", None))

@@ -298,10 +298,11 @@ class SharedPrefixEvaluator:
             return [(outs[j::n_out], None) for j in range(n_out)]
         bns = self._bn[id(node)]
         cal = [t for v in ins for t in v[1]]
+        # Marked first: a call that fails after some assigns still gets the statistics put back.
+        state[4].update(id(bn) for bn in bns)
         # Traced (once) under the momentum variable; frozen layers update.
         with self.recalibrator.calibrating(bns):
             outs = self._function(node, call, True, len(ins))(*cal, *val)
-        state[4].update(id(bn) for bn in bns)
         n_cal = len(ins[0][1]) * n_out
         return [(outs[n_cal + j::n_out], outs[j:n_cal:n_out]) for j in range(n_out)]
 
