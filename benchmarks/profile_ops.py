@@ -35,7 +35,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
 from _speed_search import BENCH_WIDTHS, search_rate, supernet  # noqa: E402
-from speed_benchmark import ListSampler, closest  # noqa: E402
+from speed_benchmark import closest, gated_model, plain_model  # noqa: E402
 
 # Executor bookkeeping events on the compute threads: not ops.
 _NOT_OPS = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocation", "MemoryDeallocation",
@@ -98,15 +98,11 @@ def profile_step(splits, top):
     columns = {}
     for name in ("plain", "gated", "gated, masked"):
         keras.backend.clear_session()
-        model = supernet(BENCH_WIDTHS, 2)
-        callbacks = []
         if name == "plain":
-            model = tips.extract(model, tips.Configuration.from_vector(vector), recalibrate_data=None)
+            model, callbacks = plain_model(BENCH_WIDTHS, 2, vector), []
         else:
-            callbacks = [tips.TIPSCallback(sampler=lambda s: ListSampler(s, [vector]), report_configs=(),
-                                           recalibration_data=None, recipe="single_path", distillation=0.0,
-                                           masked_updates=name.endswith("masked"))]
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+            model, callback = gated_model(BENCH_WIDTHS, 2, [vector], masked=name.endswith("masked"))
+            callbacks = [callback]
         with tempfile.TemporaryDirectory() as logdir:
             model.fit(x, y, batch_size=128, epochs=3, verbose=0, callbacks=callbacks + [_Profiled(logdir)])
             columns[name] = op_times(logdir)

@@ -108,13 +108,15 @@ def fit_epochs(model, x, y, epochs, callbacks=()):
     return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
 
-def plain_epoch(widths, blocks, vector, x, y, epochs):
+def plain_model(widths, blocks, vector):
+    """The configuration ``vector`` extracted as a plain Keras model, compiled."""
     model = tips.extract(supernet(widths, blocks), tips.Configuration.from_vector(vector), recalibrate_data=None)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    return fit_epochs(model, x, y, epochs)
+    return model
 
 
-def gated_epoch(widths, blocks, vectors, x, y, epochs, recipe="single_path", masked=False):
+def gated_model(widths, blocks, vectors, recipe="single_path", masked=False):
+    """The compiled supernet and the `TIPSCallback` that trains ``vectors`` in every step."""
     model = supernet(widths, blocks)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     # single_path: one path, its own exit, no teacher; its Adam steps every weight (the skipped
@@ -124,6 +126,15 @@ def gated_epoch(widths, blocks, vectors, x, y, epochs, recipe="single_path", mas
         else dict(recipe=recipe)
     callback = tips.TIPSCallback(sampler=lambda s: ListSampler(s, vectors), report_configs=(),
                                  recalibration_data=None, **options)
+    return model, callback
+
+
+def plain_epoch(widths, blocks, vector, x, y, epochs):
+    return fit_epochs(plain_model(widths, blocks, vector), x, y, epochs)
+
+
+def gated_epoch(widths, blocks, vectors, x, y, epochs, recipe="single_path", masked=False):
+    model, callback = gated_model(widths, blocks, vectors, recipe, masked)
     return fit_epochs(model, x, y, epochs, [callback])
 
 

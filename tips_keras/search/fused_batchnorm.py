@@ -23,8 +23,8 @@ The results are those of the Keras layer up to float rounding. Only layers the k
 exactly as Keras does are swapped: Keras' own ``call`` (not a subclass's or the instance's),
 4-D inputs normalised over the last axis, no renormalisation, no synchronisation across replicas,
 float32 variables, ``epsilon`` at least the kernel's minimum (1.001e-5), no mask; the others keep
-the Keras computation. The model's layers, weights and saved form are not touched: only the call used
-while tracing.
+the Keras computation. The model's layers, weights and saved form are not touched: only the call
+used while tracing.
 
 Example:
     >>> with fused_in(block):  # doctest: +SKIP
