@@ -13,13 +13,16 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2 3
    configurations largest, middle, small, smallest in one step) against the sum of their plain
    steps, the anytime recipe's step (every reached exit, EMA teacher) on the same four paths
    ("recipe 4 paths") and the default menu recipe's step on them ("default 4 paths": the largest
-   at its own exit, the other paths' earlier exits at 0.3, EMA teacher). Variants interleaved; per-epoch wall and CPU time (``time.process_time``), median of the
-   runs (epoch 1, with tracing, excluded), and the range of the CPU ratio over the runs (each
-   run's gated epoch against the same run's plain one). Then the per-configuration rows and the
-   4-path step again in a subprocess with TensorFlow on one thread (``--threads 1``): CPU time
-   is then the work alone, without what TensorFlow's two thread pools spend running the gated
-   graph's independent small ops (the conditionals' predicates and zero tensors, the masked
-   updates) side by side, which shows up as CPU time but not as wall time.
+   at its own exit, the other paths' earlier exits at 0.3, EMA teacher). Every variant is built
+   once and trains in its own thread, one epoch at a time (``_interleave.py``): 15 rounds, each
+   one epoch of every variant, a gated variant right after its plain one, the order reversed
+   every other round (epoch 1, with tracing, left out). Wall and CPU time (``time.process_time``)
+   per epoch; a ratio is taken between the two epochs of one round, seconds apart, and reported
+   as the median over the rounds with its 95 % bootstrap interval (scipy.stats.bootstrap). An
+   A/A row times a second plain model of the small configuration against the first: the
+   method's own spread. Then the per-configuration rows and the 4-path step again in a
+   subprocess with TensorFlow on one thread (``--threads 1``): CPU time is then the work alone,
+   without what TensorFlow's two thread pools spend waiting for and handing over ops.
 2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
    configuration; one row with the TIPS oracle, one over all 84 configurations) with
    per-configuration BatchNorm recalibration (the defaults, 4 x 128 = 512 training images; rows
@@ -46,12 +49,10 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2 3
 """
 
 import argparse
-import functools
 import os
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,19 +64,9 @@ import tensorflow as tf  # noqa: E402
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
 from tips_keras.training import sampling  # noqa: E402
+from _interleave import interleaved_epochs, median_ci, paired_ratios  # noqa: E402
 from _speed_search import BENCH_WIDTHS, precision_rounds, search_table, supernet  # noqa: E402
 
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.rows = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = (time.perf_counter(), time.process_time())
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.rows.append((time.perf_counter() - self._start[0], time.process_time() - self._start[1]))
 
 
 class ListSampler(sampling.Sampler):
@@ -101,13 +92,6 @@ def closest(model, fraction):
     return vectors[min(range(len(vectors)), key=keys.__getitem__)]
 
 
-def fit_epochs(model, x, y, epochs, callbacks=()):
-    timer = EpochTimer()
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[timer, *callbacks])
-    rows = timer.rows[1:]  # epoch 1 traces
-    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-
-
 def plain_model(widths, blocks, vector):
     """The configuration ``vector`` extracted as a plain Keras model, compiled."""
     model = tips.extract(supernet(widths, blocks), tips.Configuration.from_vector(vector), recalibrate_data=None)
@@ -129,16 +113,7 @@ def gated_model(widths, blocks, vectors, recipe="single_path", masked=False):
     return model, callback
 
 
-def plain_epoch(widths, blocks, vector, x, y, epochs):
-    return fit_epochs(plain_model(widths, blocks, vector), x, y, epochs)
-
-
-def gated_epoch(widths, blocks, vectors, x, y, epochs, recipe="single_path", masked=False):
-    model, callback = gated_model(widths, blocks, vectors, recipe, masked)
-    return fit_epochs(model, x, y, epochs, [callback])
-
-
-def step_table(x, y, runs, epochs, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked=False):
+def step_table(x, y, rounds, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked=False):
     probe = supernet(widths, blocks)
     space = probe.config_space
     configs = {"largest": space.largest().to_vector(), "middle": closest(probe, 0.5),
@@ -146,45 +121,46 @@ def step_table(x, y, runs, epochs, widths=BENCH_WIDTHS, blocks=2, recipes=True, 
     full = tips.flops(probe, "largest")
     steps = -(-len(x) // 128)
     four = [configs[n] for n in ("largest", "middle", "small", "smallest")]
-    variants = {f"plain {n}": (plain_epoch, (configs[n],)) for n in configs}
-    gated = functools.partial(gated_epoch, masked=masked)
-    variants.update({f"gated {n}": (gated, ([configs[n]],)) for n in ("largest", "middle", "small")})
-    variants["gated 4 paths"] = (gated, (four,))
+    fits = {}  # a round's order: each gated variant right after its plain one
+    for n in ("largest", "middle", "small"):
+        fits[f"plain {n}"] = (plain_model(widths, blocks, configs[n]), [])
+        fits[f"gated {n}"] = gated_model(widths, blocks, [configs[n]], masked=masked)
+    # the A/A control: a second plain model of the small configuration, timed against the first
+    fits["plain small again"] = (plain_model(widths, blocks, configs["small"]), [])
+    fits["plain smallest"] = (plain_model(widths, blocks, configs["smallest"]), [])
+    fits["gated 4 paths"] = gated_model(widths, blocks, four, masked=masked)
     if recipes:
-        variants["recipe 4 paths"] = (functools.partial(gated_epoch, recipe="anytime"), (four,))
-        variants["default 4 paths"] = (functools.partial(gated_epoch, recipe="menu"), (four,))
-    times = {name: [] for name in variants}
-    for _ in range(runs):  # interleaved
-        for name, (fn, args) in variants.items():
-            keras.backend.clear_session()
-            times[name].append(fn(widths, blocks, *args, x, y, epochs))
+        fits["recipe 4 paths"] = gated_model(widths, blocks, four, recipe="anytime")
+        fits["default 4 paths"] = gated_model(widths, blocks, four, recipe="menu")
+    fits = {name: (model, [c] if isinstance(c, keras.callbacks.Callback) else c) for name, (model, c) in fits.items()}
+    times = interleaved_epochs(fits, x, y, rounds + 1)
 
-    def med(name, i):
-        return statistics.median(t[i] for t in times[name])
+    def ms(name):
+        return statistics.median(t[0] for t in times[name]) / steps * 1e3
 
-    def paired(name, plain_names):
-        """cpu ratio of each run (gated / the same run's plain steps), as 'min-max'."""
-        ratios = [times[name][r][1] / sum(times[p][r][1] for p in plain_names) for r in range(runs)]
-        return f"{min(ratios):.2f}-{max(ratios):.2f}"
+    def ratio(name, plain_names):
+        cpu = median_ci(paired_ratios(times, name, plain_names, 1))
+        wall = statistics.median(paired_ratios(times, name, plain_names, 0))
+        return f"{wall:>10.2f} {cpu[0]:>9.2f} {f'{cpu[1]:.2f}-{cpu[2]:.2f}':>13}"
 
     threads = tf.config.threading.get_inter_op_parallelism_threads(), tf.config.threading.get_intra_op_parallelism_threads()
     print(f"\n## 1. training step: supernet (gated) vs the configuration as a plain Keras model "
-          f"({len(x)} images, batch 128, {steps} steps/epoch, median of {runs} interleaved runs, "
-          f"epochs 2..{epochs}; TensorFlow threads inter-op / intra-op: "
+          f"({len(x)} images, batch 128, {steps} steps/epoch; {rounds} rounds, each one epoch of every "
+          f"variant, interleaved; ratios of the two epochs of a round, median over the rounds and its 95 % "
+          f"bootstrap interval; TensorFlow threads inter-op / intra-op: "
           f"{' / '.join(str(t) if t else 'default' for t in threads)})")
-    print(f"{'configuration':<10} {'FLOPs':>6} {'plain ms/step':>14} {'gated ms/step':>14} "
-          f"{'wall ratio':>10} {'cpu ratio':>9} {'cpu ratio per run':>18}")
+    print(f"{'configuration':<18} {'FLOPs':>6} {'plain ms/step':>14} {'gated ms/step':>14} "
+          f"{'wall ratio':>10} {'cpu ratio':>9} {'cpu 95 % CI':>13}")
     for n in ("largest", "middle", "small"):
         f = tips.flops(probe, tips.Configuration.from_vector(configs[n])) / full
-        print(f"{n:<10} {f:>6.2f} {med('plain ' + n, 0) / steps * 1e3:>14.1f} "
-              f"{med('gated ' + n, 0) / steps * 1e3:>14.1f} {med('gated ' + n, 0) / med('plain ' + n, 0):>10.2f} "
-              f"{med('gated ' + n, 1) / med('plain ' + n, 1):>9.2f} {paired('gated ' + n, ['plain ' + n]):>18}")
+        print(f"{n:<18} {f:>6.2f} {ms('plain ' + n):>14.1f} {ms('gated ' + n):>14.1f} "
+              f"{ratio('gated ' + n, ['plain ' + n])}")
+    print(f"{'A/A: plain small':<18} {'':>6} {ms('plain small'):>14.1f} {ms('plain small again'):>14.1f} "
+          f"{ratio('plain small again', ['plain small'])}  (a second plain model: the method's noise)")
     plains = [f"plain {n}" for n in ("largest", "middle", "small", "smallest")]
-    plain_sum = [sum(med(p, i) for p in plains) for i in (0, 1)]
     for name in ("gated 4 paths", "recipe 4 paths", "default 4 paths")[: 3 if recipes else 1]:
-        print(f"{name:<15} {med(name, 0) / steps * 1e3:>8.1f} ms/step; / sum of the 4 plain steps: "
-              f"wall {med(name, 0) / plain_sum[0]:.2f}, cpu {med(name, 1) / plain_sum[1]:.2f} "
-              f"(per run {paired(name, plains)})")
+        print(f"{name:<18} {'':>6} {sum(ms(p) for p in plains):>14.1f} {ms(name):>14.1f} {ratio(name, plains)}"
+              f"  (/ the sum of the 4 plain steps)")
 
 
 def main():
@@ -202,10 +178,10 @@ def main():
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     print(f"# speed benchmark: {' '.join(['.venv/bin/python', 'benchmarks/speed_benchmark.py'] + sys.argv[1:])}")
     print(f"# {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
-    n, runs, epochs, trials = (512, 1, 2, 4) if args.quick else (2560, 5, 4, 40)
+    n, rounds, trials = (512, 3, 4) if args.quick else (2560, 15, 40)
     splits = data.load("fashion_mnist", train_size=max(n, 1024) if args.quick else 8000, val_size=2000)
     if 1 in args.sections:
-        step_table(splits.x_train[:n], splits.y_train[:n], runs, epochs, recipes=args.threads is None,
+        step_table(splits.x_train[:n], splits.y_train[:n], rounds, recipes=args.threads is None,
                    masked=args.masked_updates)
         if args.threads is None:  # the same rows with TensorFlow on one thread: the work alone
             sys.stdout.flush()

@@ -190,3 +190,68 @@ def test_demo_reference_trains_what_the_demo_exported():
     rows = demo_reference.reference_rows(summary, front, space)
     assert [(name, config, acc) for name, config, acc, _ in rows] == [
         ("largest", space.largest(), 0.88), ("25% budget", small, 0.77), ("50% budget", middle, 0.79)]
+
+
+def _interleave_module():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import _interleave
+    finally:
+        sys.path.pop(0)
+    return _interleave
+
+
+def _epoch_log(name, log, fail_at=None):
+    """A callback that records which fit ran which epoch, in the order they ran."""
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == fail_at:
+                raise ValueError(f"{name} fails at epoch {epoch}")
+            log.append((name, epoch, "begin"))
+
+        def on_epoch_end(self, epoch, logs=None):
+            log.append((name, epoch, "end"))
+
+    return EpochLog()
+
+
+def _tiny_dense(seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def test_interleaved_epochs_run_one_epoch_at_a_time_in_alternating_order():
+    import numpy as np
+
+    interleave = _interleave_module()
+    x, y = np.random.default_rng(0).normal(size=(32, 4)).astype("float32"), np.arange(32) % 3
+    log = []
+    fits = {name: (_tiny_dense(i), [_epoch_log(name, log)]) for i, name in enumerate("abc")}
+    times = interleave.interleaved_epochs(fits, x, y, epochs=4, batch_size=8)
+    # whole epochs, never overlapping; round order a b c, then c b a, ...
+    assert log[0::2] == [(n, e, "begin") for e, order in enumerate(["abc", "cba", "abc", "cba"]) for n in order]
+    assert all(end == (begin[0], begin[1], "end") for begin, end in zip(log[0::2], log[1::2]))
+    assert set(times) == set("abc") and all(len(rows) == 3 for rows in times.values())  # epoch 1 left out
+    assert all(wall > 0 and cpu >= 0 for rows in times.values() for wall, cpu in rows)
+    ratios = interleave.paired_ratios(times, "b", ["a", "c"], column=0)
+    assert ratios.shape == (3,)
+    assert ratios[0] == times["b"][0][0] / (times["a"][0][0] + times["c"][0][0])
+    median, low, high = interleave.median_ci([1.0, 1.1, 0.9, 1.05, 0.95, 1.2])
+    assert median == pytest.approx(1.025) and low <= median <= high
+
+
+def test_interleaved_epochs_hand_a_failure_to_the_caller_without_hanging():
+    import numpy as np
+
+    interleave = _interleave_module()
+    x, y = np.zeros((16, 4), "float32"), np.zeros(16, int)
+    fits = {"ok": (_tiny_dense(0), []), "bad": (_tiny_dense(1), [_epoch_log("bad", [], fail_at=1)])}
+    with pytest.raises(RuntimeError, match="interleaved fit failed: bad fails at epoch 1") as info:
+        interleave.interleaved_epochs(fits, x, y, epochs=3, batch_size=8)
+    assert isinstance(info.value.__cause__, ValueError)
