@@ -8,8 +8,8 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2 3
    ``fit`` of the configuration extracted as a plain Keras model (``tips.extract``) against the
    supernet holding that configuration under `TIPSCallback` (one path per step, its own exit, no
    teacher: the gating machinery alone; ``--masked-updates``: with the default recipe's masked
-   updates, which on this small supernet cost more than the skipped weights' Adam steps they
-   save: their graph conditionals and gradient checks), same data and batch size. Then a k-path step (the four
+   updates, whose graph conditionals and gradient checks cost about what the skipped weights'
+   Adam steps they save cost on this small supernet), same data and batch size. Then a k-path step (the four
    configurations largest, middle, small, smallest in one step) against the sum of their plain
    steps, the anytime recipe's step (every reached exit, EMA teacher) on the same four paths
    ("recipe 4 paths") and the default menu recipe's step on them ("default 4 paths": the largest
@@ -105,7 +105,7 @@ def gated_model(widths, blocks, vectors, recipe="single_path", masked=False):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     # single_path: one path, its own exit, no teacher; its Adam steps every weight (the skipped
     # blocks' by their momentum). masked: only the path's weights, as the default recipe does
-    # (one graph conditional per layer; measured dearer at this size, see the module docstring).
+    # (one graph conditional per layer; about the same cost at this size, see the module docstring).
     options = dict(recipe="single_path", distillation=0.0, masked_updates=masked) if recipe == "single_path" \
         else dict(recipe=recipe)
     callback = tips.TIPSCallback(sampler=lambda s: ListSampler(s, vectors), report_configs=(),

@@ -153,6 +153,20 @@ def test_readme_search_speed_is_copied_from_the_committed_output():
     assert output.splitlines()[0] == "# speed benchmark: .venv/bin/python benchmarks/speed_benchmark.py --sections 2"
 
 
+def test_readme_step_speed_is_copied_from_the_committed_outputs():
+    """The README's training-step rows appear verbatim in benchmarks/speed_step.txt or
+    speed_step_masked.txt, each under the table header of the README's block."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("### Training step speed", 1)[1].split("```", 2)[1]
+    rows = [l for l in block.splitlines() if l.strip() and not l.startswith("#")]
+    outputs = [open(os.path.join(ROOT, "benchmarks", name)).read().splitlines()
+               for name in ("speed_step.txt", "speed_step_masked.txt")]
+    assert len(rows) >= 12 and all(any(r in out for out in outputs) for r in rows)
+    assert outputs[0][0] == "# speed benchmark: .venv/bin/python benchmarks/speed_benchmark.py --sections 1"
+    assert outputs[1][0] == ("# speed benchmark: .venv/bin/python benchmarks/speed_benchmark.py --sections 1 "
+                             "--threads 1 --masked-updates")
+
+
 def test_importance_probe_prints_its_table(capsys):
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
