@@ -7,9 +7,8 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2 3
    configuration of the benchmark supernet (`anytime_resnet(widths=BENCH_WIDTHS)`, the demo's until stop 26): one epoch of
    ``fit`` of the configuration extracted as a plain Keras model (``tips.extract``) against the
    supernet holding that configuration under `TIPSCallback` (one path per step, its own exit, no
-   teacher: the gating machinery alone; ``--masked-updates``: with the default recipe's masked
-   updates, whose graph conditionals and gradient checks cost about what the skipped weights'
-   Adam steps they save cost on this small supernet), same data and batch size. Then a k-path step (the four
+   teacher: the gating machinery alone; ``--masked-updates`` adds the same steps with the default
+   recipe's masked updates, interleaved with them), same data and batch size. Then a k-path step (the four
    configurations largest, middle, small, smallest in one step) against the sum of their plain
    steps, the anytime recipe's step (every reached exit, EMA teacher) on the same four paths
    ("recipe 4 paths") and the default menu recipe's step on them ("default 4 paths": the largest
@@ -17,12 +16,13 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2 3
    once and trains in its own thread, one epoch at a time (``_interleave.py``): 15 rounds, each
    one epoch of every variant, a gated variant right after its plain one, the order reversed
    every other round (epoch 1, with tracing, left out). Wall and CPU time (``time.process_time``)
-   per epoch; a ratio is taken between the two epochs of one round, seconds apart, and reported
-   as the median over the rounds with its 95 % bootstrap interval (scipy.stats.bootstrap). An
-   A/A row times a second plain model of the small configuration against the first: the
-   method's own spread. Then the per-configuration rows and the 4-path step again in a
-   subprocess with TensorFlow on one thread (``--threads 1``): CPU time is then the work alone,
-   without what TensorFlow's two thread pools spend waiting for and handing over ops.
+   per epoch; a ratio is taken between epochs of the same round (a gated variant's and its plain
+   one's are adjacent), and reported as the median over the rounds with its 95 % bootstrap
+   interval (scipy.stats.bootstrap; it describes one run: runs differ by more). An A/A row times
+   a second plain model of the small configuration (two places after the first) against the
+   first: the method's own spread. Then the per-configuration rows and the 4-path step again in a
+   subprocess with TensorFlow on one thread (``--threads 1``): no second thread then spins or
+   waits for ops (tf.data's and Python's own threads remain).
 2. Search. Configurations per second of `ExitSearch` (random oracle, so every trial is a new
    configuration; one row with the TIPS oracle, one over all 84 configurations) with
    per-configuration BatchNorm recalibration (the defaults, 4 x 128 = 512 training images; rows
@@ -68,7 +68,6 @@ from _interleave import interleaved_epochs, median_ci, paired_ratios  # noqa: E4
 from _speed_search import BENCH_WIDTHS, precision_rounds, search_table, supernet  # noqa: E402
 
 
-
 class ListSampler(sampling.Sampler):
     """The same paths every step."""
 
@@ -80,11 +79,9 @@ class ListSampler(sampling.Sampler):
         return self.vectors.copy()
 
 
-
-
-
-
 def closest(model, fraction):
+    """The control vector whose FLOPs are nearest ``fraction`` of the largest configuration's
+    (ties: more gates on, then the later exit)."""
     vectors = model.config_space.all_vectors()
     flops = np.array([m for m, _ in tips.analytic_flops.cost_vectors(model, vectors)], float)
     full = float(tips.flops(model, "largest"))
@@ -105,7 +102,7 @@ def gated_model(widths, blocks, vectors, recipe="single_path", masked=False):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     # single_path: one path, its own exit, no teacher; its Adam steps every weight (the skipped
     # blocks' by their momentum). masked: only the path's weights, as the default recipe does
-    # (one graph conditional per layer; about the same cost at this size, see the module docstring).
+    # (one graph conditional per layer; README "Training step speed": no cheaper at this size).
     options = dict(recipe="single_path", distillation=0.0, masked_updates=masked) if recipe == "single_path" \
         else dict(recipe=recipe)
     callback = tips.TIPSCallback(sampler=lambda s: ListSampler(s, vectors), report_configs=(),
@@ -114,6 +111,18 @@ def gated_model(widths, blocks, vectors, recipe="single_path", masked=False):
 
 
 def step_table(x, y, rounds, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked=False):
+    """Prints section 1's table (see the module docstring) for one thread setting.
+
+    Args:
+        x: training images.
+        y: their labels.
+        rounds: timed rounds (one more, which traces, is run first).
+        widths: the supernet's stage widths.
+        blocks: its blocks per stage.
+        recipes: add the anytime and default recipes' 4-path steps.
+        masked: add the gated one-path and 4-path steps with masked updates (``masked`` rows),
+            interleaved with the unmasked ones.
+    """
     probe = supernet(widths, blocks)
     space = probe.config_space
     configs = {"largest": space.largest().to_vector(), "middle": closest(probe, 0.5),
@@ -124,11 +133,15 @@ def step_table(x, y, rounds, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked
     fits = {}  # a round's order: each gated variant right after its plain one
     for n in ("largest", "middle", "small"):
         fits[f"plain {n}"] = (plain_model(widths, blocks, configs[n]), [])
-        fits[f"gated {n}"] = gated_model(widths, blocks, [configs[n]], masked=masked)
+        fits[f"gated {n}"] = gated_model(widths, blocks, [configs[n]])
+        if masked:
+            fits[f"masked {n}"] = gated_model(widths, blocks, [configs[n]], masked=True)
     # the A/A control: a second plain model of the small configuration, timed against the first
     fits["plain small again"] = (plain_model(widths, blocks, configs["small"]), [])
     fits["plain smallest"] = (plain_model(widths, blocks, configs["smallest"]), [])
-    fits["gated 4 paths"] = gated_model(widths, blocks, four, masked=masked)
+    fits["gated 4 paths"] = gated_model(widths, blocks, four)
+    if masked:
+        fits["masked 4 paths"] = gated_model(widths, blocks, four, masked=True)
     if recipes:
         fits["recipe 4 paths"] = gated_model(widths, blocks, four, recipe="anytime")
         fits["default 4 paths"] = gated_model(widths, blocks, four, recipe="menu")
@@ -155,23 +168,30 @@ def step_table(x, y, rounds, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked
         f = tips.flops(probe, tips.Configuration.from_vector(configs[n])) / full
         print(f"{n:<18} {f:>6.2f} {ms('plain ' + n):>14.1f} {ms('gated ' + n):>14.1f} "
               f"{ratio('gated ' + n, ['plain ' + n])}")
+        if masked:
+            print(f"{n + ', masked':<18} {f:>6.2f} {ms('plain ' + n):>14.1f} {ms('masked ' + n):>14.1f} "
+                  f"{ratio('masked ' + n, ['plain ' + n])}")
     print(f"{'A/A: plain small':<18} {'':>6} {ms('plain small'):>14.1f} {ms('plain small again'):>14.1f} "
           f"{ratio('plain small again', ['plain small'])}  (a second plain model: the method's noise)")
     plains = [f"plain {n}" for n in ("largest", "middle", "small", "smallest")]
-    for name in ("gated 4 paths", "recipe 4 paths", "default 4 paths")[: 3 if recipes else 1]:
+    names = ["gated 4 paths"] + ["masked 4 paths"] * masked + ["recipe 4 paths", "default 4 paths"] * recipes
+    for name in names:
         print(f"{name:<18} {'':>6} {sum(ms(p) for p in plains):>14.1f} {ms(name):>14.1f} {ratio(name, plains)}"
               f"  (/ the sum of the 4 plain steps)")
+    print("(ms/step: each variant's median epoch alone; a ratio: the median of the rounds' ratios, "
+          "which need not be the ratio of the two ms/step columns when the machine's speed drifts)")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 1 run: a smoke test")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 3 rounds: a smoke test")
     parser.add_argument("--sections", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3])
     parser.add_argument("--masked-updates", action="store_true",
-                        help="section 1: the gated one-path steps with masked updates (as the default recipe)")
+                        help="section 1: also the gated steps with masked updates (as the default recipe), "
+                             "interleaved with the unmasked ones")
     parser.add_argument("--threads", type=int, default=None,
                         help="TensorFlow inter-op and intra-op threads (default: TensorFlow's); section 1 "
-                             "then measures the per-configuration rows and the 4-path step only")
+                             "then measures the per-configuration rows, the A/A row and the 4-path step only")
     args = parser.parse_args()
     if args.threads is not None:  # before TensorFlow runs anything
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -183,7 +203,7 @@ def main():
     if 1 in args.sections:
         step_table(splits.x_train[:n], splits.y_train[:n], rounds, recipes=args.threads is None,
                    masked=args.masked_updates)
-        if args.threads is None:  # the same rows with TensorFlow on one thread: the work alone
+        if args.threads is None:  # the same rows with TensorFlow on one thread
             sys.stdout.flush()
             command = [sys.executable, __file__, "--sections", "1", "--threads", "1"] + ["--quick"] * args.quick \
                 + ["--masked-updates"] * args.masked_updates
