@@ -1,5 +1,6 @@
 """The sampler comparison benchmark runs end to end in --quick mode and writes its report."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "compare_samplers.py")
+
 # Runs the script as `python SCRIPT ARGS...` would, without Grappler unless TIPS_TEST_GRAPPLER=1
 # (as every test process: see tests/conftest.py; the notebooks keep TensorFlow's default).
 RUNNER = """
@@ -19,6 +21,15 @@ disable_grappler_unless_asked()
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+def _benchmark(name):
+    """Imports benchmarks/``name``.py (the folder is not a package: it is on sys.path meanwhile)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +94,11 @@ def test_quick_run_json_is_complete(quick_run):
 
 
 def test_config_selection_orders_levels_by_flops():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import numpy as np
 
-    import _compare_lib as lib
     import tips_keras as tips
+
+    lib = _benchmark("_compare_lib")
 
     model = lib.build_model(lib.SETTINGS["standard-quick"])
     space = model.config_space
@@ -100,8 +111,7 @@ def test_config_selection_orders_levels_by_flops():
 
 
 def test_regenerating_results_keeps_the_hand_written_analysis_flagged(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import _compare_report as report
+    report = _benchmark("_compare_report")
 
     path = tmp_path / "RESULTS.md"
     assert report.keep_analysis(str(path), "tables") == "tables"  # no file yet
@@ -114,8 +124,7 @@ def test_regenerating_results_keeps_the_hand_written_analysis_flagged(tmp_path):
 
 
 def test_draw_rate_counts_only_the_gates_before_the_exit():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import _compare_report as report
+    report = _benchmark("_compare_report")
 
     probs, gate_min_exit = [0.8, 0.4, 0.9], [0, 0, 1]
     # Exit 0: gate 2 does not count; gate 0 on (0.8 / 0.5), gate 1 off (0.6 / 0.5).
@@ -173,11 +182,7 @@ def test_readme_step_speed_is_copied_from_the_committed_output():
 
 
 def test_importance_probe_prints_its_table(capsys):
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import importance_probe
-    finally:
-        sys.path.pop(0)
+    importance_probe = _benchmark("importance_probe")
     importance_probe.main(steps=8, couplings=(1.0,))
     out = capsys.readouterr().out
     assert "T = 8 sampled sub-networks" in out
@@ -188,13 +193,10 @@ def test_importance_probe_prints_its_table(capsys):
 def test_demo_reference_trains_what_the_demo_exported():
     # The configurations trained alone are the demo's: the largest, and per exported budget the
     # front's best configuration within it (as `tips_keras.demo.search_and_export` picks it).
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import demo_reference
-        from tips_keras.search import ParetoFront
-        from tips_keras.search.front import ParetoPoint
-    finally:
-        sys.path.pop(0)
+    from tips_keras.search import ParetoFront
+    from tips_keras.search.front import ParetoPoint
+
+    demo_reference = _benchmark("demo_reference")
     import tips_keras as tips
 
     space = tips.zoo.anytime_resnet((12, 12, 1), 4, widths=(4, 8), blocks_per_stage=2).config_space
@@ -209,15 +211,6 @@ def test_demo_reference_trains_what_the_demo_exported():
     rows = demo_reference.reference_rows(summary, front, space)
     assert [(name, config, acc) for name, config, acc, _ in rows] == [
         ("largest", space.largest(), 0.88), ("25% budget", small, 0.77), ("50% budget", middle, 0.79)]
-
-
-def _interleave_module():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import _interleave
-    finally:
-        sys.path.pop(0)
-    return _interleave
 
 
 def _epoch_log(name, log, fail_at=None):
@@ -248,7 +241,7 @@ def _tiny_dense(seed):
 def test_interleaved_epochs_run_one_epoch_at_a_time_in_alternating_order():
     import numpy as np
 
-    interleave = _interleave_module()
+    interleave = _benchmark("_interleave")
     x, y = np.random.default_rng(0).normal(size=(32, 4)).astype("float32"), np.arange(32) % 3
     log = []
     fits = {name: (_tiny_dense(i), [_epoch_log(name, log)]) for i, name in enumerate("abc")}
@@ -289,7 +282,7 @@ def test_interleaved_epochs_hand_a_failure_to_the_caller_without_hanging(how):
     import keras
     import numpy as np
 
-    interleave = _interleave_module()
+    interleave = _benchmark("_interleave")
     x, y = np.zeros((16, 4), "float32"), np.zeros(16, int)
     if how == "raises":
         bad = _epoch_log("bad", [], fail_at=1)
