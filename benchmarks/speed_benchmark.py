@@ -57,7 +57,6 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -130,22 +129,26 @@ def step_table(x, y, rounds, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked
     full = tips.flops(probe, "largest")
     steps = -(-len(x) // 128)
     four = [configs[n] for n in ("largest", "middle", "small", "smallest")]
+
+    def gated(vectors, **options):
+        model, callback = gated_model(widths, blocks, vectors, **options)
+        return model, [callback]
+
     fits = {}  # a round's order: each gated variant right after its plain one
     for n in ("largest", "middle", "small"):
         fits[f"plain {n}"] = (plain_model(widths, blocks, configs[n]), [])
-        fits[f"gated {n}"] = gated_model(widths, blocks, [configs[n]])
+        fits[f"gated {n}"] = gated([configs[n]])
         if masked:
-            fits[f"masked {n}"] = gated_model(widths, blocks, [configs[n]], masked=True)
+            fits[f"masked {n}"] = gated([configs[n]], masked=True)
     # the A/A control: a second plain model of the small configuration, timed against the first
     fits["plain small again"] = (plain_model(widths, blocks, configs["small"]), [])
     fits["plain smallest"] = (plain_model(widths, blocks, configs["smallest"]), [])
-    fits["gated 4 paths"] = gated_model(widths, blocks, four)
+    fits["gated 4 paths"] = gated(four)
     if masked:
-        fits["masked 4 paths"] = gated_model(widths, blocks, four, masked=True)
+        fits["masked 4 paths"] = gated(four, masked=True)
     if recipes:
-        fits["recipe 4 paths"] = gated_model(widths, blocks, four, recipe="anytime")
-        fits["default 4 paths"] = gated_model(widths, blocks, four, recipe="menu")
-    fits = {name: (model, [c] if isinstance(c, keras.callbacks.Callback) else c) for name, (model, c) in fits.items()}
+        fits["recipe 4 paths"] = gated(four, recipe="anytime")
+        fits["default 4 paths"] = gated(four, recipe="menu")
     times = interleaved_epochs(fits, x, y, rounds + 1)
 
     def ms(name):
