@@ -8,7 +8,7 @@ The search's shared-prefix evaluation (`tips_keras.search.SharedPrefixEvaluator`
 supernet layer by layer on thousands of images per configuration, and in a profile of it taken
 before this module existed (TensorFlow's profiler, as ``benchmarks/profile_ops.py`` reads it) those
 elementary ops took about as long as the convolutions (37 % and 54 % of the op time); after it,
-the convolutions take 72 % (``benchmarks/profile_ops.txt``).
+the convolutions take 71 % (``benchmarks/profile_ops.txt``).
 
 `fused_in` makes the BatchNormalization layers inside a layer compute with
 ``tf.compat.v1.nn.fused_batch_norm`` while a function is traced, then puts the layers back:
