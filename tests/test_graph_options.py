@@ -1,4 +1,4 @@
-"""Grappler options of the training step: no AddN scheduling rewrite on a CPU, scoped to ``fit``."""
+"""Grappler options of a supernet's ``fit``: no AddN scheduling rewrite on CPUs, scoped to the call."""
 
 import glob
 import os
@@ -13,7 +13,7 @@ from tensorflow.python.eager import context
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import tips_keras as tips
-from tips_keras.training import graph_options
+from tips_keras.supernet import graph_options
 
 RewriterConfig = rewriter_config_pb2.RewriterConfig
 
@@ -49,6 +49,15 @@ def three_way_gradient():
     return gradient
 
 
+@pytest.fixture(autouse=True)
+def fresh_thread_options(monkeypatch):
+    """Each test starts from the thread's default call options, with only CPUs visible."""
+    monkeypatch.setattr(graph_options, "_only_cpus", lambda: True)
+    context.context().function_call_options = None
+    yield
+    context.context().function_call_options = None
+
+
 @pytest.fixture
 def grappler_on():
     """Grappler on for one test (conftest turns it off for the suite's speed)."""
@@ -58,6 +67,8 @@ def grappler_on():
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
+@pytest.mark.skipif(any(d.device_type != "CPU" for d in tf.config.list_logical_devices()),
+                    reason="the rewrite's trigger is a CPU device's 256 MiB limit")
 def test_the_addn_rewrite_happens_by_default_and_not_inside_the_block(grappler_on):
     x = tf.random.normal([8192, 1024])
     before = three_way_gradient()
@@ -75,35 +86,37 @@ def test_the_addn_rewrite_happens_by_default_and_not_inside_the_block(grappler_o
 
 def test_the_threads_own_options_come_back_as_they_were():
     ctx = context.context()
-    ctx.function_call_options = None  # derived from the context's config when next read
     with graph_options.no_addn_scheduling():
         pass
-    assert ctx._thread_local_data.function_call_options is None
-    mine = context.FunctionCallOptions(executor_type="", config_proto=ctx.config)
+    assert ctx._thread_local_data.function_call_options is None  # derived from the config again
+    mine = context.FunctionCallOptions(executor_type="SINGLE_THREADED_EXECUTOR", config_proto=ctx.config)
     ctx.function_call_options = mine
-    try:
-        with graph_options.no_addn_scheduling():
-            assert ctx.function_call_options is not mine
-        assert ctx.function_call_options is mine
-    finally:
-        ctx.function_call_options = None
+    with graph_options.no_addn_scheduling() as changed:
+        assert changed and ctx.function_call_options is not mine
+        assert ctx.function_call_options.executor_type == "SINGLE_THREADED_EXECUTOR"
+    assert ctx.function_call_options is mine
 
 
-def test_nothing_changes_with_a_gpu_or_a_chosen_memory_optimization(monkeypatch):
+def test_options_reset_meanwhile_are_not_overwritten_with_stale_ones():
+    ctx = context.context()
+    ctx.function_call_options  # the cached options of a thread that has called functions
+    with graph_options.no_addn_scheduling():
+        tf.config.optimizer.set_experimental_options({})  # resets the thread's options
+    assert ctx._thread_local_data.function_call_options is None
+
+
+def test_nothing_changes_with_an_accelerator_or_a_chosen_memory_optimization(monkeypatch):
     ctx = context.context()
     config = ctx.config
     config.graph_options.rewrite_options.memory_optimization = RewriterConfig.NO_MEM_OPT
-    ctx.function_call_options = context.FunctionCallOptions(config_proto=config)
-    try:
-        with graph_options.no_addn_scheduling() as changed:
-            assert not changed and memory_optimization() == RewriterConfig.NO_MEM_OPT
-    finally:
-        ctx.function_call_options = None
-    real = tf.config.list_logical_devices
-    monkeypatch.setattr(tf.config, "list_logical_devices",
-                        lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+    chosen = context.FunctionCallOptions(config_proto=config)
+    ctx.function_call_options = chosen
     with graph_options.no_addn_scheduling() as changed:
-        assert not changed and memory_optimization() == RewriterConfig.DEFAULT_MEM_OPT
+        assert not changed and ctx.function_call_options is chosen
+    ctx.function_call_options = None
+    monkeypatch.setattr(graph_options, "_only_cpus", lambda: False)
+    with graph_options.no_addn_scheduling() as changed:
+        assert not changed and ctx._thread_local_data.function_call_options is None  # read, no trace
 
 
 class _Probe(keras.callbacks.Callback):
@@ -119,14 +132,15 @@ class _Probe(keras.callbacks.Callback):
             raise RuntimeError("stop here")
 
 
-def test_the_callback_holds_the_options_during_fit_only(supernet, blobs):
+def test_a_supernets_fit_runs_without_the_rewrite_and_gives_the_defaults_back(supernet, blobs):
     x, y, _, _ = blobs
-    callback = tips.TIPSCallback(recipe="single_path", report_configs=(), recalibration_data=None)
+    probe = _Probe(fail_at=0)
+    with pytest.raises(RuntimeError, match="stop here"):  # Keras skips on_train_end then
+        supernet.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, callbacks=[probe])
+    assert probe.seen == [RewriterConfig.SWAPPING_HEURISTICS]
     assert memory_optimization() == RewriterConfig.DEFAULT_MEM_OPT
-    with pytest.raises(RuntimeError, match="stop here"):  # a fit that raises never reaches on_train_end
-        supernet.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, callbacks=[callback, _Probe(0)])
-    assert memory_optimization() == RewriterConfig.SWAPPING_HEURISTICS
+    callback = tips.TIPSCallback(recipe="single_path", report_configs=(), recalibration_data=None)
     probe = _Probe()
     supernet.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, callbacks=[callback, probe])
     assert probe.seen == [RewriterConfig.SWAPPING_HEURISTICS] * 2
-    assert memory_optimization() == RewriterConfig.DEFAULT_MEM_OPT  # the next fit gave the thread's back
+    assert memory_optimization() == RewriterConfig.DEFAULT_MEM_OPT

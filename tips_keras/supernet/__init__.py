@@ -7,6 +7,7 @@ Nothing here trains: `tips_keras.training` imports this package, never the other
 from tips_keras.supernet import analytic_flops
 from tips_keras.supernet import configs
 from tips_keras.supernet import distribute
+from tips_keras.supernet import graph_options
 from tips_keras.supernet import layers
 from tips_keras.supernet import model
 from tips_keras.supernet import topology

@@ -21,6 +21,7 @@ import inspect
 import keras
 
 from tips_keras.supernet import distribute
+from tips_keras.supernet import graph_options
 from tips_keras.supernet import layers as gl
 from tips_keras.supernet import topology as topology_lib
 
@@ -228,7 +229,10 @@ class AnytimeModel(keras.Model):
         `TIPSCallback` takes its BatchNorm calibration images and validation data from them.
         Under `tf.distribute.MultiWorkerMirroredStrategy` the model's strategy first gets
         `tips_keras.supernet.distribute.fix_multi_worker_reduce` (Keras 3's ``fit`` fails there
-        otherwise, keras#20585).
+        otherwise, keras#20585). Where only CPUs are visible, ``fit`` runs under
+        `tips_keras.supernet.graph_options.no_addn_scheduling`: its functions are optimized
+        without Grappler's AddN scheduling rewrite, which a CPU's nominal 256 MiB memory limit
+        sets off on gated steps.
 
         Args:
             *args: positional arguments of `keras.Model.fit`.
@@ -255,7 +259,8 @@ class AnytimeModel(keras.Model):
             for callback in members:
                 if callable(getattr(callback, "set_fit_arguments", None)):
                     callback.set_fit_arguments(arguments)
-        return super().fit(*bound.args[1:], **bound.kwargs)
+        with graph_options.no_addn_scheduling():
+            return super().fit(*bound.args[1:], **bound.kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Builds metrics and optimizer before the train function is traced, strategy or not.

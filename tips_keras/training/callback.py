@@ -17,14 +17,12 @@ moves this callback first, so an epoch-end backup holds the epoch's update. If a
 batch offset, the draws of the skipped batches are replayed into the epoch's DTMC.
 """
 
-import contextlib
 import warnings
 
 import keras
 import numpy as np
 
 from tips_keras.supernet.model import AnytimeModel
-from tips_keras.training import graph_options
 from tips_keras.training import importance as importance_lib
 from tips_keras.training import optimizer as optimizer_lib
 from tips_keras.training import recipes
@@ -166,7 +164,6 @@ class TIPSCallback(keras.callbacks.Callback):
         self._schedule = StepSchedule(None)
         self._training = False
         self._pending = {}
-        self._graph_options = contextlib.ExitStack()
 
     # -- set-up -------------------------------------------------------------------------------
     def set_model(self, model):
@@ -199,9 +196,6 @@ class TIPSCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         """Builds sampler, step, teacher, schedule and calibration; switches the model to the step.
 
-        The functions called during ``fit`` are optimized without Grappler's AddN scheduling
-        rewrite where no GPU is visible (`tips_keras.training.graph_options`).
-
         Raises:
             ValueError: bad sampler options, or a ``sampler`` callable not returning a `Sampler`.
         """
@@ -227,8 +221,6 @@ class TIPSCallback(keras.callbacks.Callback):
         self._validation = validation_lib.prepare(
             model, self._fit_arguments, self.recalibration_data, self.calibration_size,
             {**self.report_configs, **self._budget_report()}, self.validation_size, self.seed, self.eval_config)
-        self._graph_options.close()  # a fit that raised did not reach on_train_end
-        self._graph_options.enter_context(graph_options.no_addn_scheduling())
         model.set_training_step(self.step)
         self._training = True
 
@@ -339,14 +331,13 @@ class TIPSCallback(keras.callbacks.Callback):
         self._pending = self._validation.end(report=self._training)
 
     def on_train_end(self, logs=None):
-        """Restores the standard step, graph options, optimizer and learning rate; activates ``eval_config``.
+        """Restores the standard step, optimizer and learning rate; activates ``eval_config``.
 
         With ``final_weights="ema"`` the EMA teacher's weights replace the trained ones first.
         ``eval_config`` is left recalibrated on the calibration sample."""
         model = self.model
         self._training = False
         model.set_training_step(None)
-        self._graph_options.close()
         optimizer_lib.unmask_updates(model.optimizer)
         self._schedule.stop(model.optimizer)
         teacher = teacher_lib.detach(model)
