@@ -101,8 +101,8 @@ def gated_model(widths, blocks, vectors, recipe="single_path", masked=False):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     # single_path: one path, its own exit, no teacher; its Adam steps every weight (the skipped
     # blocks' by their momentum). masked: only the path's weights, as the default recipe does
-    # (one graph conditional per layer; README "Training step speed": about what the Adam steps
-    # it saves cost).
+    # (one graph conditional per layer; its cost: the `masked` rows of README "Training step
+    # speed").
     options = dict(recipe="single_path", distillation=0.0, masked_updates=masked) if recipe == "single_path" \
         else dict(recipe=recipe)
     callback = tips.TIPSCallback(sampler=lambda s: ListSampler(s, vectors), report_configs=(),
