@@ -56,10 +56,10 @@ SETTINGS = {
     "deep": Setting("deep", (8, 16, 32), 4, train=8000, val=1000, test=5000, epochs=16, augment=True,
                     trials=24),
     # --quick: smoke-test sizes (minutes, not results).
-    "standard-quick": Setting("standard-quick", (4, 8, 16), 1, train=1024, val=256, test=512,
+    "standard-quick": Setting("standard-quick", (4, 8, 16), 1, train=512, val=256, test=256,
                               epochs=2, recal=256, recal_batch=256, metric_val=128,
                               metric_recal=128, search_val=256, search_recal=128, trials=4),
-    "deep-quick": Setting("deep-quick", (4, 8, 16), 4, train=1024, val=256, test=512, epochs=2,
+    "deep-quick": Setting("deep-quick", (4, 8, 16), 4, train=512, val=256, test=256, epochs=2,
                           augment=True, recal=256, recal_batch=256, metric_val=128,
                           metric_recal=128, search_val=256, search_recal=128, trials=4),
 }

@@ -2,7 +2,7 @@
 
 Commands (from the repository root):
 
-    .venv/bin/python benchmarks/compare_samplers.py --quick --out /tmp/compare_quick  # smoke, ~3 min
+    .venv/bin/python benchmarks/compare_samplers.py --quick --out /tmp/compare_quick  # smoke, ~1 min
     .venv/bin/python benchmarks/compare_samplers.py                                   # baselines
     .venv/bin/python benchmarks/compare_samplers.py --tips-variants --baseline-variants  # + variants
     .venv/bin/python benchmarks/compare_samplers.py --setting deep                    # -> benchmarks/deep
@@ -65,7 +65,7 @@ from tips_keras import data  # noqa: E402
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--setting", choices=("standard", "deep"), default="standard")
-    p.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (< 5 min), not results")
+    p.add_argument("--quick", action="store_true", help="tiny smoke-test sizes (about a minute), not results")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds (default 0 1 2; quick: 0)")
     p.add_argument("--runs", nargs="+", choices=tuple(lib.RUNS), default=list(lib.RUNS))
     p.add_argument("--variants", nargs="?", const="all", default=None,

@@ -20,7 +20,9 @@ import os
 
 QUICK = os.environ.get("TIPS_NOTEBOOK_QUICK") == "1"
 ARTIFACTS = os.environ.get("TIPS_NOTEBOOK_DIR", "artifacts")  # shared with 02_deploy_tflite
-TRAIN_SIZE = 1000 if QUICK else 10000
+TRAIN_SIZE = 512 if QUICK else 10000
+VAL_SIZE = 300 if QUICK else 1000
+TEST_SIZE = 500 if QUICK else 2000
 EPOCHS = 2 if QUICK else 12
 BATCH = 32 if QUICK else 128  # quick: more, smaller steps so the tiny run still learns
 WIDTHS = (4, 8, 16) if QUICK else (8, 16, 32)
@@ -48,7 +50,7 @@ from IPython.display import Image, display
 import tips_keras as tips
 
 keras.utils.set_random_seed(0)
-splits = tips.data.load("fashion_mnist", train_size=TRAIN_SIZE, val_size=1000, test_size=2000, seed=0)
+splits = tips.data.load("fashion_mnist", train_size=TRAIN_SIZE, val_size=VAL_SIZE, test_size=TEST_SIZE, seed=0)
 print("train", splits.x_train.shape, "val", splits.x_val.shape, "test", splits.x_test.shape)
 print("classes:", ", ".join(splits.class_names))'''),
     new_markdown_cell(
@@ -175,7 +177,7 @@ import tips_keras as tips
 from tflite_export import export_tflite, load_manifest
 
 keras.utils.set_random_seed(0)
-splits = tips.data.load("fashion_mnist", train_size=TRAIN_SIZE, val_size=1000, test_size=2000, seed=0)
+splits = tips.data.load("fashion_mnist", train_size=TRAIN_SIZE, val_size=VAL_SIZE, test_size=TEST_SIZE, seed=0)
 supernet_path = os.path.join(ARTIFACTS, "supernet.keras")
 front_path = os.path.join(ARTIFACTS, "front.json")
 if os.path.exists(supernet_path) and os.path.exists(front_path):

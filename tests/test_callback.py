@@ -13,6 +13,8 @@ from tips_keras.training import optimizer as optimizer_lib
 from tips_keras.training.batchnorm import recalibrated
 from tips_keras.training.schedule import aux_weight_at, warmup_cosine
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 
 @pytest.mark.parametrize("sampler", ["tips", "uniform", "sandwich", "stochastic_depth"])
 def test_anytime_recipe_with_each_sampler(sampler, supernet, blobs):

@@ -33,6 +33,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 WORKER = r"""

@@ -36,6 +36,9 @@ import sys
 import time
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS, CRASH_EPOCH, TIMEOUT = 2, 1, 240

@@ -9,6 +9,8 @@ import os
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
 NAMES = ("01_quickstart.ipynb", "02_deploy_tflite.ipynb")

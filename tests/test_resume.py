@@ -31,6 +31,8 @@ from tests.conftest import make_blobs
 from tests.conftest import tiny_supernet
 from tips_keras.supernet.model import _runs_first_order
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EPOCHS, BATCH, N = 3, 16, 48  # 3 steps per epoch
 # Eager steps: half the time of tracing the multi-path step in every fit on 2 CPU cores. The resume

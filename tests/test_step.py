@@ -8,6 +8,8 @@ from tests.conftest import tiny_supernet
 from tips_keras.training import teacher as teacher_lib
 from tips_keras.training.step import AnytimeStep
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 
 def _sgd_model():
     model = tiny_supernet()

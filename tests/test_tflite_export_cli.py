@@ -21,6 +21,8 @@ from tests.tflite_fixtures import (  # noqa: E402,F401  (fixtures)
     tiny_data,
 )
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 
 # ------------------------------------------------------------------ bad inputs
 @pytest.mark.parametrize("case", [

@@ -15,6 +15,8 @@ from tips_keras import extraction as export
 
 from tests.conftest import make_blobs, tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 POINTS = [((1, (1, 1, 1, 1)), 0.9), ((1, (1, 0, 0, 1)), 0.8), ((0, (1, 1, 0, 0)), 0.85),
           ((0, (0, 0, 0, 0)), 0.5)]
 LABELS = ["hstripes", "vstripes", "checker", "patch"]

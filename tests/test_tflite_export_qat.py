@@ -15,11 +15,14 @@ import pytest
 import tips_keras as tips
 from tips_keras import extraction as export
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("tensorflow_model_optimization") is None
-    or importlib.util.find_spec("tf_keras") is None,
-    reason="tensorflow-model-optimization / tf_keras not installed (optional `qat` extra)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("tensorflow_model_optimization") is None
+        or importlib.util.find_spec("tf_keras") is None,
+        reason="tensorflow-model-optimization / tf_keras not installed (optional `qat` extra)",
+    ),
+    pytest.mark.slow,  # scheduled first: see tests/conftest.py
+]
 
 from tflite_export import qat  # noqa: E402
 

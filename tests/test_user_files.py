@@ -23,6 +23,8 @@ from tips_keras import extraction
 from tips_keras.search import ExitSearch, ParetoFront
 from tests.conftest import make_blobs, tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 LIE = (1, (1, 1, 1, 1))  # the largest configuration, claimed to cost 40 % of it
 HONEST = [((0, (0, 0, 0, 0)), 0.50), ((0, (1, 1, 0, 0)), 0.70), ((1, (1, 0, 0, 0)), 0.75)]
 

@@ -3,9 +3,11 @@ untrained 8x8 nets (one pure int8, one with a LayerNormalization left in float) 
 Micro and int8-purity tests.
 
 Import the fixtures into a test module (``from tests.tflite_fixtures import data, model``);
-pytest then finds them there. Module scope: each test file trains the CNN once (~10 s); the
-8x8 nets convert in about a second each.
+pytest then finds them there. The CNN is trained once per test process (~10 s), however many
+of its files use it (no test changes it or its data); the 8x8 nets convert in about a second each.
 """
+
+import functools
 
 import keras
 import numpy as np
@@ -55,19 +57,25 @@ def build_cnn():
     return keras.Model(inp, L.Dense(10, activation="softmax")(x), name="tiny_cnn")
 
 
-@pytest.fixture(scope="module")
-def data():
-    return load_data()
-
-
-@pytest.fixture(scope="module")
-def model(data):
-    xtr, ytr, _, _ = data
+@functools.lru_cache(maxsize=None)
+def _trained():
+    """The data and the CNN trained on it, once per process (no test changes either)."""
+    xtr, ytr, xte, yte = load_data()
     keras.utils.set_random_seed(0)
     m = build_cnn()
     m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     m.fit(xtr, ytr, epochs=2, batch_size=64, verbose=0)
-    return m
+    return (xtr, ytr, xte, yte), m
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _trained()[0]
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return _trained()[1]
 
 
 # ------------------------------------------------------------ tiny 8x8 models (TFLM, purity)
