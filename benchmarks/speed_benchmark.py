@@ -12,7 +12,10 @@ Run:  .venv/bin/python benchmarks/speed_benchmark.py [--quick] [--sections 1 2 3
    configurations largest, middle, small, smallest in one step) against the sum of their plain
    steps, the anytime recipe's step (every reached exit, EMA teacher) on the same four paths
    ("recipe 4 paths") and the default menu recipe's step on them ("default 4 paths": the largest
-   at its own exit, the other paths' earlier exits at 0.3, EMA teacher). Every variant is built
+   at its own exit, the other paths' earlier exits at 0.3, EMA teacher); both recipe rows again
+   ("+T") against the same teacher work done on plain networks: the sum of the four plain steps
+   plus `PlainTeacherWork` (the EMA teacher's forward pass and update on plain copies of the
+   largest configuration). Every variant is built
    once and trains in its own thread, one epoch at a time (``_interleave.py``): 15 rounds, each
    one epoch of every variant, a gated variant right after its plain one, the order reversed
    every other round (epoch 1, with tracing, left out). Wall and CPU time (``time.process_time``)
@@ -57,12 +60,14 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tips_keras as tips  # noqa: E402
 from tips_keras import data  # noqa: E402
 from tips_keras.training import sampling  # noqa: E402
+from tips_keras.training import teacher as teacher_lib  # noqa: E402
 from _interleave import interleaved_epochs, median_ci, paired_ratios  # noqa: E402
 from _speed_search import BENCH_WIDTHS, precision_rounds, search_table, supernet  # noqa: E402
 
@@ -93,6 +98,40 @@ def plain_model(widths, blocks, vector):
     model = tips.extract(supernet(widths, blocks), tips.Configuration.from_vector(vector), recalibrate_data=None)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
+
+
+class PlainTeacherWork(keras.Model):
+    """The EMA teacher's work in a recipe step, done on plain networks: the baseline that the
+    recipe rows add to the sum of the four plain steps.
+
+    Per step, as `tips_keras.training.teacher.EMATeacher` does it (its ``update`` and
+    ``current_decay``, called here): a training-mode forward pass of the teacher's copy of the
+    largest configuration extracted as a plain model, and one EMA update of that copy's weights
+    towards a second copy (the student's weights; the student's own step is the plain largest
+    step). Not included: the distillation losses and the earlier exits' heads of the recipe's
+    paths (the recipe's own extra work), and the EMA of the shallower exits' heads (not in the
+    plain largest model).
+    """
+
+    current_decay = teacher_lib.EMATeacher.current_decay
+    update = teacher_lib.EMATeacher.update
+
+    def __init__(self, widths, blocks, vector, decay=0.997):
+        super().__init__()
+        self.network = plain_model(widths, blocks, vector)
+        self.student = plain_model(widths, blocks, vector)
+        self.decay = decay
+        self.num_updates = self.add_weight(shape=(), initializer="zeros", trainable=False, name="num_updates")
+        self._pairs = list(zip(self.network.trainable_weights, self.student.trainable_weights))
+
+    def call(self, x, training=False):
+        return self.network(x, training=training)
+
+    def train_step(self, data):
+        x = data[0]
+        output = tf.stop_gradient(self.network(x, training=True))
+        self.update()
+        return {"teacher_mean": tf.reduce_mean(output)}  # an output, so the pass is not pruned
 
 
 def gated_model(widths, blocks, vectors, recipe="single_path", masked=False):
@@ -148,6 +187,8 @@ def step_table(x, y, rounds, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked
     if masked:
         fits["masked 4 paths"] = gated(four, masked=True)
     if recipes:
+        fits["plain teacher"] = (PlainTeacherWork(widths, blocks, configs["largest"]), [])
+        fits["plain teacher"][0].compile(optimizer="adam")
         fits["recipe 4 paths"] = gated(four, recipe="anytime")
         fits["default 4 paths"] = gated(four, recipe="menu")
     times = interleaved_epochs(fits, x, y, rounds + 1)
@@ -182,6 +223,10 @@ def step_table(x, y, rounds, widths=BENCH_WIDTHS, blocks=2, recipes=True, masked
     for name in names:
         print(f"{name:<18} {'':>6} {sum(ms(p) for p in plains):>14.1f} {ms(name):>14.1f} {ratio(name, plains)}"
               f"  (/ the sum of the 4 plain steps)")
+    for name in ["recipe 4 paths", "default 4 paths"] * recipes:  # the same work on plain networks
+        with_teacher = plains + ["plain teacher"]
+        print(f"{name + ' +T':<18} {'':>6} {sum(ms(p) for p in with_teacher):>14.1f} {ms(name):>14.1f} "
+              f"{ratio(name, with_teacher)}  (/ the 4 plain steps + the plain EMA teacher's forward and update)")
     print("(ms/step: each variant's median epoch alone; a ratio: the median of the rounds' ratios, "
           "which need not be the ratio of the two ms/step columns when the machine's speed drifts)")
 

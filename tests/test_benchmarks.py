@@ -183,6 +183,32 @@ def test_readme_step_speed_is_copied_from_the_committed_output():
     assert len(rows) >= 16 and any(all(r in run for r in rows) for run in runs)
 
 
+def test_plain_teacher_work_is_the_ema_teachers_forward_and_update():
+    """The baseline of speed_benchmark's "+T" rows does the EMA teacher's work on plain networks:
+    a training-mode forward pass of the teacher's copy (its BatchNorm statistics move) and one
+    step of `EMATeacher.update` towards the student's copy (first decay: min(0.997, 1 / 10))."""
+    import keras
+    import numpy as np
+
+    speed = _benchmark("speed_benchmark")
+    vector = speed.supernet((4, 8), 1).config_space.largest().to_vector()
+    work = speed.PlainTeacherWork((4, 8), 1, vector)
+    work.compile(optimizer="adam")
+    for w in work.student.trainable_weights:
+        w.assign(w + 1.0)
+    teacher = [w.numpy().copy() for w in work.network.trainable_weights]
+    student = [w.numpy().copy() for w in work.student.trainable_weights]
+    bn = next(l for l in work.network.layers if isinstance(l, keras.layers.BatchNormalization))
+    mean = bn.moving_mean.numpy().copy()
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    work.fit(x, np.zeros(8, "int32"), batch_size=8, epochs=1, verbose=0)
+    for w, t, s in zip(work.network.trainable_weights, teacher, student):
+        np.testing.assert_allclose(w.numpy(), 0.1 * t + 0.9 * s, rtol=1e-5, atol=1e-6)
+    for w, s in zip(work.student.trainable_weights, student):
+        np.testing.assert_array_equal(w.numpy(), s)  # the student's own step is the plain step's
+    assert float(work.num_updates.numpy()) == 1.0 and not np.allclose(bn.moving_mean.numpy(), mean)
+
+
 def test_importance_probe_prints_its_table(capsys):
     importance_probe = _benchmark("importance_probe")
     importance_probe.main(steps=8, couplings=(1.0,))
