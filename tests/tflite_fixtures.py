@@ -58,24 +58,30 @@ def build_cnn():
 
 
 @functools.lru_cache(maxsize=None)
-def _trained():
-    """The data and the CNN trained on it, once per process (no test changes either)."""
-    xtr, ytr, xte, yte = load_data()
+def _cached_data():
+    """`load_data`, once per process (no test changes the arrays)."""
+    return load_data()
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_cnn():
+    """The CNN trained on `_cached_data`, once per process (no test changes it)."""
+    xtr, ytr, _, _ = _cached_data()
     keras.utils.set_random_seed(0)
     m = build_cnn()
     m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     m.fit(xtr, ytr, epochs=2, batch_size=64, verbose=0)
-    return (xtr, ytr, xte, yte), m
+    return m
 
 
 @pytest.fixture(scope="module")
 def data():
-    return _trained()[0]
+    return _cached_data()
 
 
 @pytest.fixture(scope="module")
 def model(data):
-    return _trained()[1]
+    return _trained_cnn()
 
 
 # ------------------------------------------------------------ tiny 8x8 models (TFLM, purity)
