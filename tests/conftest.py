@@ -1,14 +1,15 @@
 """Shared fixtures: a tiny gated supernet and a small learnable dataset."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Imported by pytest (a test process or xdist's controller), or by a child process of a test.
+_UNDER_PYTEST = "_pytest.config" in sys.modules
+
 import numpy as np
 import pytest
-import tensorflow as tf
-
-import tips_keras as tips
 
 # Grappler (TensorFlow's graph optimizer) rewrites each compiled function before its first run:
 # ~3.5 s of a 14 s `fit` of the tiny supernet below (measured, stop 21), paid again by every fit
@@ -21,10 +22,23 @@ import tips_keras as tips
 def disable_grappler_unless_asked():
     """Turns Grappler off in this process unless ``TIPS_TEST_GRAPPLER=1`` (see above)."""
     if os.environ.get("TIPS_TEST_GRAPPLER") != "1":
+        import tensorflow as tf
+
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
-disable_grappler_unless_asked()
+# TensorFlow is imported where tests run, not in xdist's controller process, which only hands out
+# the tests: importing it there (~5 s of CPU) delayed the start of the workers. The test processes
+# (xdist workers: PYTEST_XDIST_WORKER; a plain `pytest -n 0`: `pytest_configure` below) and the
+# child processes that import this module turn Grappler off as they load it.
+if os.environ.get("PYTEST_XDIST_WORKER") or not _UNDER_PYTEST:
+    disable_grappler_unless_asked()
+
+
+def pytest_configure(config):
+    """In a single pytest process (``-n 0``), which runs the tests itself: Grappler off."""
+    if getattr(config.option, "dist", "no") == "no":
+        disable_grappler_unless_asked()
 
 
 # The suite runs on two xdist workers, one test file at a time each (`--dist loadfile`, pyproject).
@@ -41,6 +55,8 @@ def tiny_supernet(**kwargs):
     """2 stages x 2 gated blocks, 4 / 8 channels: 4 gates, 2 exits, builds in well under a second."""
     options = dict(input_shape=(12, 12, 1), num_classes=4, widths=(4, 8), blocks_per_stage=2)
     options.update(kwargs)
+    import tips_keras as tips  # here, not at the top: see disable_grappler_unless_asked
+
     return tips.zoo.anytime_resnet(**options)
 
 
@@ -59,9 +75,14 @@ def make_blobs(n, seed=0, size=12, classes=4):
 
 
 def compiled_supernet():
-    """`tiny_supernet` compiled with Adam, sparse cross-entropy and accuracy (for module fixtures)."""
+    """`tiny_supernet` compiled with SGD, sparse cross-entropy and accuracy (for module fixtures).
+
+    Plain SGD, not Adam: tracing Adam's per-variable update took about a fifth of a tiny ``fit``
+    (1.0-1.8 s of 5-6 s with the default recipe, measured). Tests where the optimizer matters
+    (masked updates, retracing, resuming, distributed training, accuracy floors) compile their own.
+    """
     model = tiny_supernet()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tips_keras.training.batchnorm import recalibrated
 import tips_keras as tips
 from tips_keras.training.validation import (DeployedValidation, budget_configs, budget_name, calibration_sample,
-                                          check_arguments, validation_sample)
+                                          check_arguments, prepare, validation_sample)
 
 
 def test_calibration_sample_of_an_array_is_a_seeded_subset_of_the_training_part():
@@ -63,6 +63,35 @@ def test_deployed_validation_is_each_configuration_recalibrated(supernet, blobs)
     with pytest.raises(ValueError, match="config"):
         DeployedValidation(supernet, {"bad": (5, [1])}, (xv, yv))
 
+
+
+def _statistics(model):
+    return [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_weights
+            if v.path.endswith(("moving_mean", "moving_variance"))]
+
+
+def test_validation_pass_and_report_share_one_recalibration_trace_and_restore_the_statistics(supernet, blobs):
+    x, y, xv, yv = blobs
+    arguments = {"x": x, "y": y, "validation_data": (xv[:64], yv[:64])}
+    configs = {"largest": "largest", "tiny": "smallest"}
+    validation = prepare(supernet, arguments, "auto", 200, configs, None)
+    recal = validation.recalibrator
+    assert validation.report.evaluator.recalibrator is recal  # one compiled calibration pass
+    shared = _statistics(supernet)
+    for _ in range(2):  # two epochs' validation
+        validation.begin()
+        logs = validation.end()
+    assert recal.trace_count == 1
+    for before, after in zip(shared, _statistics(supernet)):
+        np.testing.assert_array_equal(after, before)  # the shared statistics are back
+    sample = tips.training.calibration.calibration_data(supernet)
+    for name, config in configs.items():  # each configuration recalibrated on the sample
+        with recalibrated(supernet, config, sample):
+            expected = supernet.evaluate(xv[:64], yv[:64], verbose=0)[1]
+        assert logs[f"val_{name}_accuracy"] == pytest.approx(expected, abs=1e-6)
+    # A later fit's validation pass on the same sample reuses the compiled pass.
+    assert prepare(supernet, arguments, "auto", 200, configs, None).recalibrator is recal
+    assert recal.trace_count == 1
 
 def test_budget_report_names_each_budgets_important_path(supernet):
     assert budget_name(0.25) == "budget25" and budget_name(0.125) == "budget12.5" and budget_name(1.0) == "budget100"

@@ -3,11 +3,12 @@ untrained 8x8 nets (one pure int8, one with a LayerNormalization left in float) 
 Micro and int8-purity tests.
 
 Import the fixtures into a test module (``from tests.tflite_fixtures import data, model``);
-pytest then finds them there. The CNN is trained once per test process (~10 s), however many
+pytest then finds them there. The CNN is trained once per test session (~10 s), however many
 of its files use it (no test changes it or its data); the 8x8 nets convert in about a second each.
 """
 
 import functools
+import os
 
 import keras
 import numpy as np
@@ -64,14 +65,31 @@ def _cached_data():
 
 
 @functools.lru_cache(maxsize=None)
-def _trained_cnn():
-    """The CNN trained on `_cached_data`, once per process (no test changes it)."""
+def _trained_cnn(directory):
+    """The CNN trained on `_cached_data`, once per test session (no test changes it).
+
+    The first process to need it trains it and saves it to ``directory`` (a temporary name, then
+    a rename); the other xdist worker loads that file instead of training again (~10 s). Two
+    workers that ask at the same moment both train it, the same way (seed 0).
+    """
+    path = directory / "tflite_fixtures_cnn.keras"
+    if path.exists():
+        return keras.models.load_model(path)
     xtr, ytr, _, _ = _cached_data()
     keras.utils.set_random_seed(0)
     m = build_cnn()
     m.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     m.fit(xtr, ytr, epochs=2, batch_size=64, verbose=0)
+    partial = directory / f"tflite_fixtures_cnn.{os.getpid()}.partial.keras"
+    m.save(partial)
+    os.replace(partial, path)
     return m
+
+
+def _session_directory(tmp_path_factory):
+    """A folder every process of this test session sees (xdist workers: their common parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +98,8 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def model(data):
-    return _trained_cnn()
+def model(data, tmp_path_factory):
+    return _trained_cnn(_session_directory(tmp_path_factory))
 
 
 # ------------------------------------------------------------ tiny 8x8 models (TFLM, purity)

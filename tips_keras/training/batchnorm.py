@@ -309,7 +309,11 @@ def recalibrator(model, x, batch_size=128, max_batches=8):
     """A cached `Recalibrator` of ``model`` for the calibration set ``x``.
 
     The same model, the same images (by content) and the same sizes return the same compiled
-    recalibrator, so repeated `recalibrate_batchnorm` calls trace once.
+    recalibrator, so repeated `recalibrate_batchnorm` calls trace once. `TIPSCallback`'s
+    validation pass and deployed report and every `tips_keras.training.evaluation.ConfigEvaluator`
+    take theirs from here too (one trace per ``fit``, and none in a later ``fit`` of the same
+    model on the same calibration sample). Its `save` / `restore` keep one copy of the statistics:
+    they do not nest, so a caller restores before the next one saves (as `applied` does).
 
     Args:
         model: a gated supernet.

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tips_keras.supernet import analytic_flops
-from tips_keras.training.batchnorm import Recalibrator, check_sizes
+from tips_keras.training.batchnorm import check_sizes, recalibrator
 
 
 # Evaluations before the fused call is traced: on the demo supernet (2,000 validation, 512 calibration
@@ -101,7 +101,8 @@ class ConfigEvaluator:
         batch_size: examples per forward pass of the compiled loop.
         recalibration_data: optional training images; when given, each configuration's
             BatchNorm statistics are re-estimated from them before it is evaluated (and restored
-            afterwards).
+            afterwards), by the model's cached `tips_keras.training.batchnorm.recalibrator` for
+            these images and sizes.
         recalibration_batches: forward passes used per recalibration.
         recalibration_batch_size: images per recalibration pass.
         report_shared_statistics: when recalibrating, also evaluate each configuration with the
@@ -148,8 +149,8 @@ class ConfigEvaluator:
         self.recalibrator = None
         if recalibration_data is not None:
             self.recalibration_data = np.asarray(recalibration_data)
-            self.recalibrator = Recalibrator(model, self.recalibration_data, recalibration_batch_size,
-                                             recalibration_batches)
+            self.recalibrator = recalibrator(model, self.recalibration_data, recalibration_batch_size,
+                                             recalibration_batches)  # cached: traced once per data and sizes
         self.recalibration_batches = recalibration_batches
         self.recalibration_batch_size = recalibration_batch_size
         self.report_shared_statistics = bool(report_shared_statistics)

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from tips_keras.training.batchnorm import Recalibrator
+from tips_keras.training.batchnorm import recalibrator as cached_recalibrator
 from tips_keras.training.calibration import set_calibration_data
 from tips_keras.training.evaluation import ConfigEvaluator
 from tips_keras.training.importance import as_configurations, important_paths
@@ -151,10 +151,11 @@ class DeployedValidation:
     def __init__(self, model, configs, validation_data, calibration=None, batch_size=256):
         space = model.config_space
         self.configs = {name: space.resolve(config) for name, config in configs.items()}
+        # The calibration passes of the validation pass (`prepare`: 8 batches of 128): the same
+        # cached `Recalibrator`, so its compiled pass is traced once for both.
         self.evaluator = ConfigEvaluator(model, validation_data, batch_size=batch_size,
-                                         recalibration_data=calibration,
-                                         recalibration_batches=max(1, -(-len(calibration) // 128))
-                                         if calibration is not None else 4)
+                                         recalibration_data=calibration, recalibration_batches=8,
+                                         recalibration_batch_size=128)
 
     def evaluate(self):
         """Evaluates every configuration; the model's statistics are restored afterwards.
@@ -176,7 +177,8 @@ class ValidationPass:
 
     ``begin`` saves the shared BatchNorm statistics and activates ``eval_config``, recalibrated on
     the calibration sample when there is one (what Keras' ``val_loss`` / ``val_accuracy`` then
-    measure); ``end`` evaluates the report's configurations and puts the statistics back.
+    measure); ``end`` puts the statistics back, then evaluates the report's configurations
+    (each recalibrated and restored in turn, with the same cached `Recalibrator`).
 
     Args:
         model: the supernet.
@@ -207,7 +209,7 @@ class ValidationPass:
         self.activate()
 
     def end(self, report=True):
-        """Evaluates the report (with ``report``), restores the statistics, keeps ``eval_config``.
+        """Restores the statistics, evaluates the report (with ``report``), keeps ``eval_config``.
 
         Args:
             report: evaluate the report's configurations.
@@ -215,11 +217,11 @@ class ValidationPass:
         Returns:
             ``{f"val_{name}_accuracy": accuracy}`` (empty without a report).
         """
+        if self.recalibrator is not None:  # first: the report saves and restores with it too
+            self.recalibrator.restore()
         logs = {}
         if report and self.report is not None:
             logs = {f"val_{k}": v for k, v in self.report.evaluate().items()}
-        if self.recalibrator is not None:
-            self.recalibrator.restore()
         self.model.set_config(self.eval_config)
         return logs
 
@@ -346,7 +348,7 @@ def prepare(model, arguments, recalibration_data, calibration_size, report_confi
                 "array nor a dataset of (x, y) batches); validation uses the shared BatchNorm "
                 "statistics. Pass recalibration_data=<training inputs>.", RuntimeWarning, stacklevel=4)
     set_calibration_data(model, data)
-    recalibrator = None if data is None else Recalibrator(model, data)
+    recalibrator = None if data is None else cached_recalibrator(model, data)  # 8 batches of 128
     report = None
     if report_configs:
         sample = validation_sample(arguments, validation_size)
