@@ -44,7 +44,7 @@ def pytest_configure(config):
 # The suite runs on two xdist workers, one test file at a time each (`--dist loadfile`, pyproject).
 # xdist hands out the files in collection order (`--no-loadscope-reorder`: its default order, by
 # number of tests, put the few-test files that train in child processes last, and one worker ran
-# them alone for the last ~45 s). Files marked `slow` (more than ~25 s each: several fits, or
+# them alone for the last ~45 s). Files marked `slow` (more than ~15 s each: several fits, or
 # training in child processes) are collected first, so the many short files fill in at the end.
 def pytest_collection_modifyitems(config, items):
     """Moves the tests of files marked ``slow`` first (a stable sort: files stay whole, in order)."""

@@ -16,6 +16,8 @@ from tips_keras.training.batchnorm import batchnorm_layers, recalibrated
 
 from tests.conftest import make_blobs, tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 # largest, smallest, mixed, and exits with gates after the exit set (they must not matter)
 CONFIGS = [
     "largest",

@@ -7,6 +7,8 @@ import pytest
 import tips_keras as tips
 from tests.conftest import tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 
 def test_changing_subnetworks_does_not_retrace(blobs):
     traces, seen = [], []

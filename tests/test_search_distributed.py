@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import make_blobs, tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 MAX_TRIALS = 8
 TIMEOUT = 150  # seconds for the whole run (three TensorFlow imports on 2 shared cores)
 

@@ -18,6 +18,8 @@ from tips_keras.search import ConfigEvaluator, ExitSearch
 from tips_keras.search.shared_prefix import SharedPrefixEvaluator
 from tests.conftest import tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 BUDGETS = [0.3, 0.6]
 
 

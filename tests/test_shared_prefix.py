@@ -14,6 +14,8 @@ from tips_keras.training.batchnorm import batchnorm_layers
 from tips_keras.training.evaluation import ConfigEvaluator
 from tests.conftest import tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 RECAL = dict(recalibration_batches=2, recalibration_batch_size=64)
 
 

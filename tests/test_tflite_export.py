@@ -42,6 +42,8 @@ from tests.tflite_fixtures import (  # noqa: E402,F401  (fixtures)
     tiny_models,
 )
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 needs_tflm = pytest.mark.skipif(micro_run.tflm_version() is None,
                                 reason="tflite-micro (the `micro` extra) is not installed")
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")

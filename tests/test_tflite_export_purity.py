@@ -18,6 +18,8 @@ from tflite_export.purity import describe  # noqa: E402
 
 from tests.tflite_fixtures import tiny_data, tiny_models  # noqa: E402,F401  (fixture)
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 
 def test_layernorm_keeps_a_float_neg(tiny_models):
     p = int8_purity(tiny_models["layernorm"][1])

@@ -22,6 +22,8 @@ from tflite_export.micro_run import (  # noqa: E402
 
 from tests.tflite_fixtures import tiny_data, tiny_models  # noqa: E402,F401  (fixture)
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 pytest.importorskip("tflite_micro", reason="tflite-micro (the `micro` extra) is not installed")
 
 

@@ -29,6 +29,8 @@ from tips_keras.training.batchnorm import batchnorm_layers, recalibrate_batchnor
 from tips_keras.training.calibration import set_calibration_data
 from tests.conftest import make_blobs, tiny_supernet
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 L = keras.layers
 
 

@@ -7,6 +7,8 @@ import pytest
 import tips_keras as tips
 from tips_keras.supernet.wrap import anytime
 
+pytestmark = pytest.mark.slow  # scheduled first: see tests/conftest.py
+
 
 def _resnet_like():
     inputs = keras.Input((12, 12, 1))
