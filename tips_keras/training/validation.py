@@ -136,7 +136,8 @@ class DeployedValidation:
         model: the supernet.
         configs: ``{name: configuration}`` (any form of `ConfigSpace.resolve`).
         validation_data: ``(x, y)`` numpy arrays.
-        calibration: training inputs for the recalibration, or ``None`` (shared statistics).
+        calibration: training inputs for the recalibration (8 batches of 128 at most, as in the
+            validation pass), or ``None`` (shared statistics).
         batch_size: examples per forward pass of the compiled evaluation.
 
     Raises:
