@@ -324,3 +324,29 @@ def test_interleaved_epochs_hand_a_failure_to_the_caller_without_hanging(how):
         assert isinstance(error.__cause__, ValueError) and "bad fails at epoch 1" in str(error)
     else:
         assert "bad stopped after 2 of 4 epochs" in str(error)
+
+
+def test_suite_time_counts_each_tests_own_and_child_process_cpu(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "import subprocess, sys\n"
+        "def test_child():\n"
+        "    subprocess.run([sys.executable, '-c', 'sum(range(3 * 10**7))'], check=True)\n"
+        "def test_self():\n"
+        "    sum(range(3 * 10**7))\n")
+    out = tmp_path / "records"
+    out.mkdir()
+    env = dict(os.environ, TIPS_SUITE_TIME_DIR=str(out), PYTHONPATH=os.path.join(ROOT, "benchmarks"))
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "_suite_time_plugin",
+                    "test_x.py"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
+    suite_time = _benchmark("suite_time")
+    records = suite_time.read_records(out)
+    (process,) = records.values()
+    by_test = {r["id"].split("::")[1]: r for r in process}
+    assert set(by_test) == {"test_child", "test_self"}
+    assert by_test["test_child"]["child"] > 0.2 > by_test["test_child"]["cpu"]  # the work was the child's
+    assert by_test["test_self"]["cpu"] > 0.2 and by_test["test_self"]["child"] == 0.0
+    (row,) = suite_time.file_table(records)
+    assert row[:2] == ("test_x.py", 2) and row[3] == pytest.approx(by_test["test_child"]["child"])
+    report = suite_time.format_report(10.0, 15.0, records)
+    assert "suite: 10 s wall, 15 s CPU (user + system, all processes), 1.50 cores busy" in report
+    assert "| 0 | 1 | 2 | 0 |" in report and "| all | 2 |" in report
