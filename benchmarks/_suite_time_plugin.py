@@ -18,7 +18,8 @@ import pytest
 _OUT = None
 
 
-def _children_cpu():
+def children_cpu():
+    """CPU time (user + system, s) of this process' children it has waited for, and theirs."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -27,9 +28,9 @@ def _children_cpu():
 def pytest_runtest_protocol(item, nextitem):
     """Times one test's protocol (setup, call, teardown) and appends its line."""
     global _OUT
-    cpu, child, wall = time.process_time(), _children_cpu(), time.perf_counter()
+    cpu, child, wall = time.process_time(), children_cpu(), time.perf_counter()
     yield
-    record = dict(id=item.nodeid, cpu=time.process_time() - cpu, child=_children_cpu() - child,
+    record = dict(id=item.nodeid, cpu=time.process_time() - cpu, child=children_cpu() - child,
                   wall=time.perf_counter() - wall, end=time.time())
     if _OUT is None:
         _OUT = open(os.path.join(os.environ["TIPS_SUITE_TIME_DIR"], f"{os.getpid()}.jsonl"), "a")

@@ -12,20 +12,23 @@ Runs ``python -m pytest -q`` (the README's test command, xdist workers and all) 
   (notebook kernels, multi-worker training, the QAT child, ...), and their wall time.
 
 Wall time on a shared machine moves with the machine: the same suite took 6:51 and 9:38 in one
-day here, for the same tests. The CPU column is steadier, but it moves too (a run needs ~15-20 %
-more CPU time when the host is busy); compare commits in one session, interleaved.
+day here, for the same tests. The CPU column is steadier, but it moves too (on a busy host the
+same tests needed about 20 % more CPU time here, a third more for some files); compare commits in
+one session, interleaved.
 """
 
 import collections
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _suite_time_plugin import children_cpu  # noqa: E402
 
 
 def read_records(directory):
@@ -68,14 +71,13 @@ def format_report(wall, cpu, records, top=25):
              "|---|---|---|---|---|"]
     lines += [f"| {i} | {f} | {n} | {s:.0f} | {e:.0f} |" for i, (f, n, s, e) in enumerate(worker_table(records))]
     rows = file_table(records)
-    total = [sum(r[i] for r in rows) for i in (1, 2, 3, 4)]
     lines += ["", "| test file | tests | CPU in the worker (s) | CPU in child processes (s) | wall (s) |",
               "|---|---|---|---|---|"]
     lines += [f"| {name} | {n} | {c:.1f} | {ch:.1f} | {w:.1f} |" for name, n, c, ch, w in rows[:top]]
-    if len(rows) > top:
-        rest = [sum(r[i] for r in rows[top:]) for i in (1, 2, 3, 4)]
-        lines.append(f"| {len(rows) - top} other files | {rest[0]} | {rest[1]:.1f} | {rest[2]:.1f} | {rest[3]:.1f} |")
-    lines.append(f"| all | {total[0]} | {total[1]:.1f} | {total[2]:.1f} | {total[3]:.1f} |")
+    for label, part in ((f"{len(rows) - top} other files", rows[top:]), ("all", rows)):
+        if part or label == "all":
+            n, c, ch, w = (sum(r[i] for r in part) for i in (1, 2, 3, 4))
+            lines.append(f"| {label} | {n} | {c:.1f} | {ch:.1f} | {w:.1f} |")
     return "\n".join(lines)
 
 
@@ -86,13 +88,10 @@ def main(argv=None):
         env = dict(os.environ, TIPS_SUITE_TIME_DIR=directory,
                    PYTHONPATH=os.pathsep.join(filter(None, [os.path.join(ROOT, "benchmarks"),
                                                             os.environ.get("PYTHONPATH")])))
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
+        cpu, start = children_cpu(), time.perf_counter()
         status = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "_suite_time_plugin", *args],
                                 cwd=ROOT, env=env).returncode
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        wall, cpu = time.perf_counter() - start, children_cpu() - cpu
         print()
         print(format_report(wall, cpu, read_records(directory)))
     return status

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tips_keras.training.batchnorm import recalibrated
+from tips_keras.training.batchnorm import batchnorm_layers, recalibrated
 import tips_keras as tips
 from tips_keras.training.validation import (DeployedValidation, budget_configs, budget_name, calibration_sample,
                                           check_arguments, prepare, validation_sample)
@@ -64,10 +64,8 @@ def test_deployed_validation_is_each_configuration_recalibrated(supernet, blobs)
         DeployedValidation(supernet, {"bad": (5, [1])}, (xv, yv))
 
 
-
 def _statistics(model):
-    return [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_weights
-            if v.path.endswith(("moving_mean", "moving_variance"))]
+    return [v.numpy().copy() for bn in batchnorm_layers(model) for v in (bn.moving_mean, bn.moving_variance)]
 
 
 def test_validation_pass_and_report_share_one_recalibration_trace_and_restore_the_statistics(supernet, blobs):
@@ -92,6 +90,7 @@ def test_validation_pass_and_report_share_one_recalibration_trace_and_restore_th
     # A later fit's validation pass on the same sample reuses the compiled pass.
     assert prepare(supernet, arguments, "auto", 200, configs, None).recalibrator is recal
     assert recal.trace_count == 1
+
 
 def test_budget_report_names_each_budgets_important_path(supernet):
     assert budget_name(0.25) == "budget25" and budget_name(0.125) == "budget12.5" and budget_name(1.0) == "budget100"

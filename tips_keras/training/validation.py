@@ -28,6 +28,10 @@ from tips_keras.training.calibration import set_calibration_data
 from tips_keras.training.evaluation import ConfigEvaluator
 from tips_keras.training.importance import as_configurations, important_paths
 
+# The calibration passes of every recalibration of a `fit`'s validation (`prepare`, the deployed
+# report): the same sizes give the same cached `Recalibrator`, traced once for both.
+CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES = 128, 8
+
 BUDGETS = "budgets"  # the report entry that stands for each budget's important path
 
 
@@ -152,11 +156,10 @@ class DeployedValidation:
     def __init__(self, model, configs, validation_data, calibration=None, batch_size=256):
         space = model.config_space
         self.configs = {name: space.resolve(config) for name, config in configs.items()}
-        # The calibration passes of the validation pass (`prepare`: 8 batches of 128): the same
-        # cached `Recalibrator`, so its compiled pass is traced once for both.
         self.evaluator = ConfigEvaluator(model, validation_data, batch_size=batch_size,
-                                         recalibration_data=calibration, recalibration_batches=8,
-                                         recalibration_batch_size=128)
+                                         recalibration_data=calibration,
+                                         recalibration_batches=CALIBRATION_BATCHES,
+                                         recalibration_batch_size=CALIBRATION_BATCH_SIZE)
 
     def evaluate(self):
         """Evaluates every configuration; the model's statistics are restored afterwards.
@@ -349,7 +352,8 @@ def prepare(model, arguments, recalibration_data, calibration_size, report_confi
                 "array nor a dataset of (x, y) batches); validation uses the shared BatchNorm "
                 "statistics. Pass recalibration_data=<training inputs>.", RuntimeWarning, stacklevel=4)
     set_calibration_data(model, data)
-    recalibrator = None if data is None else cached_recalibrator(model, data)  # 8 batches of 128
+    recalibrator = None if data is None else cached_recalibrator(model, data, CALIBRATION_BATCH_SIZE,
+                                                                 CALIBRATION_BATCHES)
     report = None
     if report_configs:
         sample = validation_sample(arguments, validation_size)
