@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import tips_keras as tips
-from tips_keras.training.batchnorm import Recalibrator, batchnorm_layers, recalibrate_batchnorm, recalibrated
+from tips_keras.training.batchnorm import (Recalibrator, batchnorm_layers, recalibrate_batchnorm, recalibrated,
+                                          recalibrator)
 from tests.conftest import tiny_supernet
 
 
@@ -69,6 +70,22 @@ def test_one_trace_for_every_configuration_and_save_restore(trained, blobs):
     np.testing.assert_allclose(seen[0], seen[3], atol=1e-6)  # same data, same configuration
     np.testing.assert_allclose(seen[0], seen[1], atol=1e-6)  # the stem sees the same inputs always
     assert trained.get_active_config() == trained.config_space.largest()
+
+
+def test_the_cached_recalibrator_is_reused_and_dies_with_its_model(blobs):
+    import gc
+    import weakref
+
+    model = tiny_supernet()
+    x = blobs[0][:64]
+    first = recalibrator(model, x, batch_size=32, max_batches=2)
+    assert recalibrator(model, x.copy(), batch_size=32, max_batches=2) is first  # same images
+    assert recalibrator(model, x[:32], batch_size=32, max_batches=2) is not first
+    first("smallest")
+    dead = weakref.ref(model)
+    del model, first
+    gc.collect()
+    assert dead() is None  # the cache keeps no model alive (it once did, with its graphs)
 
 
 def test_a_callers_own_passes_give_the_same_statistics(trained, blobs):

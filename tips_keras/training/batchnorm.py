@@ -22,7 +22,6 @@ named in a ``RuntimeWarning`` the first time a configuration that runs it is rec
 
 import contextlib
 import hashlib
-import weakref
 
 import keras
 import numpy as np
@@ -304,7 +303,21 @@ class Recalibrator:
             self.restore()
 
 
-_CACHE = weakref.WeakKeyDictionary()  # model -> {(fingerprint, batch_size, batches): Recalibrator}
+# A model's recalibrators live on the model: {(fingerprint, shape, batch_size, batches): Recalibrator}.
+# Not a WeakKeyDictionary keyed by the model: a Recalibrator holds its model, and a weak key whose
+# value holds the key is never freed (every model recalibrated once stayed alive, with its graphs).
+_CACHE_ATTRIBUTE = "_tips_recalibrators"
+
+
+def _recalibrators(model):
+    """The model's own cache (created on first use, outside Keras' attribute tracking)."""
+    cache = vars(model).get(_CACHE_ATTRIBUTE)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, _CACHE_ATTRIBUTE, cache)
+    return cache
+
+
 def recalibrator(model, x, batch_size=128, max_batches=8):
     """A cached `Recalibrator` of ``model`` for the calibration set ``x``.
 
@@ -334,7 +347,7 @@ def recalibrator(model, x, batch_size=128, max_batches=8):
     check_sizes(batch_size=batch_size, max_batches=max_batches)
     digest = hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
     key = (digest, x.shape, batch_size, max_batches)
-    per_model = _CACHE.setdefault(model, {})
+    per_model = _recalibrators(model)
     if key not in per_model:
         if len(per_model) >= 4:  # a few calibration sets per model at most
             per_model.pop(next(iter(per_model)))
