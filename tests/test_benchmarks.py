@@ -350,3 +350,25 @@ def test_suite_time_counts_each_tests_own_and_child_process_cpu(tmp_path):
     report = suite_time.format_report(10.0, 15.0, records)
     assert "suite: 10 s wall, 15 s CPU (user + system, all processes), 1.50 cores busy" in report
     assert "| 0 | 1 | 2 | 0 |" in report and "| all | 2 |" in report
+
+
+def test_fit_memory_measures_each_fit_and_releases_the_custom_gradients():
+    import keras
+    import numpy as np
+    from tensorflow.python.framework import ops
+
+    fit_memory = _benchmark("fit_memory")
+
+    def fit():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer="sgd", loss="mse")
+        model.train_on_batch(np.ones((4, 3), "float32"), np.zeros((4, 2), "float32"))
+
+    custom = lambda: [n for n in ops._gradient_registry._registry if n.startswith("CustomGradient-")]  # noqa: E731
+    kept = fit_memory.measure(2, release=False, fit=fit)
+    assert len(kept) == 2 and all(size > 0 for size in kept) and len(custom()) >= 2  # one per fit
+    released = fit_memory.measure(2, release=True, fit=fit)
+    assert len(released) == 2 and custom() == []
+    text = fit_memory.table([100.0, 250.0, 400.0], [100.0, 110.0, 100.0])
+    assert text.splitlines()[0] == "| fit | kept (MB) | released (MB) |"
+    assert text.splitlines()[-1] == "| growth per fit | +150 | +0 |"
