@@ -29,7 +29,7 @@ def resident_mb():
         for line in handle:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS line in /proc/self/status")
+    raise RuntimeError("Cannot read the resident memory: /proc/self/status has no VmRSS line (Linux only).")
 
 
 def supernet_fit():
@@ -75,10 +75,7 @@ def main(argv=None):
     if args.fits < 1:
         parser.error(f"--fits must be at least 1. Received: --fits={args.fits}")
     if args.child:
-        sys.path.insert(0, ROOT)
-        from tests.conftest import disable_grappler_unless_asked
-
-        disable_grappler_unless_asked()  # as in the test processes (see tests/conftest.py)
+        sys.path.insert(0, ROOT)  # tests.conftest, imported here, turns Grappler off as in the tests
         print(json.dumps(measure(args.fits, release=args.child == "released")))
         return
     columns = {}
@@ -86,7 +83,9 @@ def main(argv=None):
         print(f"[fit_memory] {args.fits} fits, {mode}...", file=sys.stderr, flush=True)
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--fits", str(args.fits), "--child", mode],
                              cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
-                             text=True, check=True)
+                             text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"[fit_memory] the {mode} process failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
         columns[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     print(table(columns["kept"], columns["released"]))
 

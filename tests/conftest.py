@@ -59,7 +59,8 @@ def pytest_collection_modifyitems(config, items):
 # (1.5 M live objects); with this, 1.3 GB. In the whole suite the workers took so long to exit
 # that xdist interrupted them (a KeyboardInterrupt traceback after the last test, ~20 s from the
 # last test to the end; ~11 s with this). A test's graphs are done with once it ends (nothing
-# differentiates them later), so their gradient entries go with it.
+# differentiates them later), so their gradient entries go with it. A test that took the gradient
+# of a function traced in an earlier test, through a custom gradient, would fail here.
 def release_custom_gradients():
     """Drops TensorFlow's registered custom gradients (see above); returns how many."""
     ops = sys.modules.get("tensorflow.python.framework.ops")  # none before TensorFlow is imported

@@ -1,5 +1,8 @@
 """BatchNorm recalibration per configuration."""
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -73,9 +76,6 @@ def test_one_trace_for_every_configuration_and_save_restore(trained, blobs):
 
 
 def test_the_cached_recalibrator_is_reused_and_dies_with_its_model(blobs):
-    import gc
-    import weakref
-
     model = tiny_supernet()
     x = blobs[0][:64]
     first = recalibrator(model, x, batch_size=32, max_batches=2)
@@ -86,6 +86,16 @@ def test_the_cached_recalibrator_is_reused_and_dies_with_its_model(blobs):
     del model, first
     gc.collect()
     assert dead() is None  # the cache keeps no model alive (it once did, with its graphs)
+
+
+def test_a_recalibrated_models_checkpoint_restores_strictly_into_a_fresh_one(blobs, tmp_path):
+    import tensorflow as tf
+
+    model = tiny_supernet()
+    recalibrate_batchnorm(model, "smallest", blobs[0][:64], batch_size=32, max_batches=2)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    # no trace of the recalibration in it (its momentum variable was once left as a dependency)
+    tf.train.Checkpoint(model=tiny_supernet()).read(path).assert_consumed()
 
 
 def test_a_callers_own_passes_give_the_same_statistics(trained, blobs):

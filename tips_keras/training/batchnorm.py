@@ -194,12 +194,14 @@ class Recalibrator:
         saved = [(bn.momentum, bn.trainable) for bn in layers]
         try:
             for bn in layers:
-                bn.momentum = self._momentum  # read in the graph: moving = m * moving + (1 - m) * batch
+                # moving = m * moving + (1 - m) * batch in the graph; set untracked (tracked, the
+                # variable stayed a checkpoint dependency of the layer after the float came back)
+                object.__setattr__(bn, "momentum", self._momentum)
                 bn._trainable = True  # frozen layers too (no effect outside this trace)
             yield
         finally:
             for bn, (momentum, trainable) in zip(layers, saved):
-                bn.momentum = momentum
+                object.__setattr__(bn, "momentum", momentum)
                 bn._trainable = trainable
 
     def _trace(self):
@@ -303,21 +305,6 @@ class Recalibrator:
             self.restore()
 
 
-# A model's recalibrators live on the model: {(fingerprint, shape, batch_size, batches): Recalibrator}.
-# Not a WeakKeyDictionary keyed by the model: a Recalibrator holds its model, and a weak key whose
-# value holds the key is never freed (every model recalibrated once stayed alive, with its graphs).
-_CACHE_ATTRIBUTE = "_tips_recalibrators"
-
-
-def _recalibrators(model):
-    """The model's own cache (created on first use, outside Keras' attribute tracking)."""
-    cache = vars(model).get(_CACHE_ATTRIBUTE)
-    if cache is None:
-        cache = {}
-        object.__setattr__(model, _CACHE_ATTRIBUTE, cache)
-    return cache
-
-
 def recalibrator(model, x, batch_size=128, max_batches=8):
     """A cached `Recalibrator` of ``model`` for the calibration set ``x``.
 
@@ -347,7 +334,9 @@ def recalibrator(model, x, batch_size=128, max_batches=8):
     check_sizes(batch_size=batch_size, max_batches=max_batches)
     digest = hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
     key = (digest, x.shape, batch_size, max_batches)
-    per_model = _recalibrators(model)
+    # On the model (its __dict__, past Keras' attribute tracking), not in a WeakKeyDictionary keyed
+    # by it: a Recalibrator holds its model, so such a key was never freed (nor its graphs).
+    per_model = vars(model).setdefault("_tips_recalibrators", {})
     if key not in per_model:
         if len(per_model) >= 4:  # a few calibration sets per model at most
             per_model.pop(next(iter(per_model)))
